@@ -1,0 +1,1 @@
+"""Wire schemas (placeholder: being written by the core developer)."""
