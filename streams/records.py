@@ -1,1 +1,197 @@
-"""Wire schemas (placeholder: being written by the core developer)."""
+"""Wire schemas: the three inputs, their labels, and validation.
+
+Inputs are JSON objects, one per Kafka message. Parsing is a plain function
+per schema (no per-event model objects): it is on the hot path, called for
+every record of a batch, and it raises :class:`InvalidRecord` with a
+low-cardinality ``reason`` (a metric label) and a readable message.
+
+>>> parse_transaction(b'{"id": "t1", "ts": 1700000000, "card": "c1", "merchant": "m1", "amount": 12.5}',
+...                   LIMITS).amount
+12.5
+>>> try:
+...     parse_transaction(b'{"id": "t1", "ts": 1700000000, "card": "c1", "merchant": "m1", "amount": NaN}', LIMITS)
+... except InvalidRecord as e:
+...     print(e.reason)
+malformed_json
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+import orjson
+
+from .settings import Settings
+
+
+class InvalidRecord(ValueError):
+    """An input that cannot be processed; it becomes a dead letter."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The validation bounds taken from :class:`Settings`."""
+
+    max_payload_bytes: int = 64 * 1024
+    max_text_chars: int = 2000
+    max_amount: float = 1_000_000.0
+    max_future_skew_s: float = 86_400.0
+    min_ts: float = 946_684_800.0  # 2000-01-01: earlier event times are absurd
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "Limits":
+        return cls(s.max_payload_bytes, s.max_text_chars, s.max_amount, s.max_future_skew_s)
+
+
+LIMITS = Limits()
+
+
+@dataclass(slots=True)
+class Transaction:
+    id: str
+    ts: float
+    card: str
+    merchant: str
+    amount: float
+    country: str = ""
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    id: str
+    ts: float
+    channel: str
+    user: str
+    text: str
+
+
+@dataclass(slots=True)
+class SensorFrame:
+    id: str
+    ts: float
+    equipment_id: str
+    readings: dict[str, float]
+
+
+# --- field checks ------------------------------------------------------------------
+
+def _load(raw: bytes | None, limits: Limits) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidRecord("empty", "the message has no value")
+    if len(raw) > limits.max_payload_bytes:
+        raise InvalidRecord("oversized", f"payload of {len(raw)} bytes exceeds {limits.max_payload_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord("malformed_json", f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _str(obj: dict, name: str, max_len: int = 256) -> str:
+    v = obj.get(name)
+    if v is None:
+        raise InvalidRecord("missing_field", f"field '{name}' is missing")
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise InvalidRecord("wrong_type", f"field '{name}' must be a string, got {type(v).__name__}")
+    v = str(v)
+    if not v or len(v) > max_len:
+        raise InvalidRecord("out_of_range", f"field '{name}' must be 1..{max_len} characters")
+    return v
+
+
+def _num(obj: dict, name: str, lo: float, hi: float) -> float:
+    v = obj.get(name)
+    if v is None:
+        raise InvalidRecord("missing_field", f"field '{name}' is missing")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidRecord("wrong_type", f"field '{name}' must be a number, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise InvalidRecord("not_finite", f"field '{name}' is {v}")
+    if not lo <= v <= hi:
+        raise InvalidRecord("out_of_range", f"field '{name}'={v} is outside [{lo}, {hi}]")
+    return v
+
+
+def _ts(obj: dict, limits: Limits) -> float:
+    v = obj.get("ts")
+    if isinstance(v, str):
+        try:
+            v = datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise InvalidRecord("wrong_type", f"field 'ts'={v!r} is neither Unix seconds nor ISO 8601") from None
+        obj = {"ts": v}
+    elif isinstance(v, (int, float)) and not isinstance(v, bool) and v > 1e11:
+        obj = {"ts": v / 1000.0}  # milliseconds: accept them, they are common
+    return _num(obj, "ts", limits.min_ts, time.time() + limits.max_future_skew_s)
+
+
+# --- parsers -----------------------------------------------------------------------
+
+def parse_transaction(raw: bytes | None, limits: Limits) -> Transaction:
+    obj = _load(raw, limits)
+    country = obj.get("country") or ""
+    if not isinstance(country, str) or len(country) > 8:
+        raise InvalidRecord("wrong_type", "field 'country' must be a short string")
+    return Transaction(
+        _str(obj, "id"),
+        _ts(obj, limits),
+        _str(obj, "card"),
+        _str(obj, "merchant"),
+        _num(obj, "amount", 0.0, limits.max_amount),
+        country,
+    )
+
+
+def parse_chat_message(raw: bytes | None, limits: Limits) -> ChatMessage:
+    obj = _load(raw, limits)
+    text = obj.get("text")
+    if text is None:
+        raise InvalidRecord("missing_field", "field 'text' is missing")
+    if not isinstance(text, str):
+        raise InvalidRecord("wrong_type", f"field 'text' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidRecord("empty_text", "field 'text' is empty")
+    if len(text) > limits.max_text_chars:
+        raise InvalidRecord("oversized", f"text of {len(text)} characters exceeds {limits.max_text_chars}")
+    return ChatMessage(_str(obj, "id"), _ts(obj, limits), _str(obj, "channel"), _str(obj, "user"), text)
+
+
+def parse_sensor_frame(raw: bytes | None, limits: Limits) -> SensorFrame:
+    obj = _load(raw, limits)
+    readings = obj.get("readings")
+    if not isinstance(readings, dict) or not readings:
+        raise InvalidRecord("wrong_type", "field 'readings' must be a non-empty object of sensor: number")
+    clean: dict[str, float] = {}
+    for name, value in readings.items():
+        if value is None:
+            clean[name] = math.nan  # a missing reading: the pipeline imputes it, with a flag
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidRecord("wrong_type", f"reading '{name}' must be a number")
+        if math.isinf(value):
+            raise InvalidRecord("not_finite", f"reading '{name}' is {value}")
+        clean[name] = float(value)
+    return SensorFrame(_str(obj, "id"), _ts(obj, limits), _str(obj, "equipment_id"), clean)
+
+
+PARSERS: dict[str, Callable[[bytes | None, Limits], Any]] = {
+    "fraud": parse_transaction,
+    "sentiment": parse_chat_message,
+    "anomaly": parse_sensor_frame,
+}
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialize an output record (orjson: dataclasses, numpy scalars)."""
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,235 @@
+"""The ``lepton://`` transport: Faust's aiokafka transport with batch delivery.
+
+How a batch travels, and why offsets stay correct
+-------------------------------------------------
+1. ``BatchConsumer.getmany`` fetches records exactly as Faust does. For a
+   partition of a *batch topic* (a Kafka topic subscribed through a
+   :class:`~streams.batching.topic.BatchTopic`) it yields one
+   :class:`~streams.batching.message.BatchMessage` per run of at most
+   ``max_batch`` records instead of one message per record. Other topics
+   (table changelogs, ordinary agents) keep Faust's per-message path.
+2. Faust's conductor routes the item by topic-partition like any message; the
+   batch topic's ``decode`` wraps it in an event; the agent's stream yields it.
+3. When the agent asks for its next value, Faust acks the previous event; the
+   message's final ack calls :meth:`BatchConsumer.ack_batch`, which marks every
+   offset of the batch as acknowledged in Faust's own ``_acked`` structures.
+   Faust's commit loop then commits the highest *contiguous* acknowledged
+   offset, exactly as it does for single messages. A batch whose processing
+   never finished leaves a hole, so nothing after it is committed.
+4. The agent body awaits the broker's acknowledgement of its outputs before it
+   returns (see :mod:`.emit`), so an offset is committed only after the outputs
+   of its batch exist: at-least-once.
+
+Rebalances: Faust clears stream queues, which may cancel the conductor's
+blocked ``put`` of a batch. That cancellation must not escape the fetch loop
+(Faust's fetcher would crash the worker), so it is treated as a dropped batch:
+it was never acked, and Faust seeks back to the committed offset. Acks from a
+previous consumer generation are ignored for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, ClassVar, Iterable, Mapping, Optional, Set, Tuple, Type, cast
+
+import aiokafka
+from faust.transport import drivers
+from faust.transport.consumer import CONSUMER_FETCHING, ack_lock
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode.utils.futures import notify
+
+from .message import BatchMessage
+from .topic import BatchTopic
+
+SCHEME = "lepton"
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Creates the aiokafka consumer with a bounded fetch wait.
+
+    Faust hard-codes a 1,500 ms fetch wait, and some brokers (Tansu) answer a
+    fetch only when the wait expires: that wait is the floor of end-to-end
+    latency, so it is taken from ``max_wait_ms`` instead.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = int(self.app.lepton_settings.max_wait_ms)
+        return consumer
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """Consumer that yields whole batches for batch topics."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # First offset delivered per partition while nothing is committed
+        # yet: the base a commit must start from.
+        self._first_delivered: dict[TP, int] = {}
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    # -- which topics are batched ---------------------------------------------
+    def _batch_topic_names(self) -> Set[str]:
+        names: Set[str] = set()
+        for channel in self.app.topics:
+            if isinstance(channel, BatchTopic):
+                names.update(channel.topics)
+        return names
+
+    # -- fetching ---------------------------------------------------------------
+    async def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
+        records, active_partitions = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # pragma: no cover - same as Faust
+                self.log.warning("exception performing seek when flow not active %r", exc)
+            return
+        batch_topics = self._batch_topic_names()
+        max_batch = int(self.app.lepton_settings.max_batch)
+        to_message = self._to_message
+        for tp, tp_records in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                break
+            if not (
+                active_partitions is None
+                or tp in active_partitions
+                or tp in self._buffered_partitions
+            ):
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            if tp.topic in batch_topics:
+                for start in range(0, len(tp_records), max_batch):
+                    yield tp, BatchMessage(tp, tp_records[start : start + max_batch], generation_id)
+            else:
+                for record in tp_records:
+                    yield tp, to_message(tp, record)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by integration tests
+        """Faust's fetch loop, aware of batches.
+
+        Differences from ``faust.transport.consumer.Consumer._drain_messages``:
+        a batch's read offset is its last record's (no false "gap" is recorded
+        for the offsets inside it), and a delivery cancelled by a rebalance is
+        a dropped batch rather than a crash.
+        """
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        commit_every = self._commit_every
+        me = asyncio.current_task()
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                await self.sleep(0)
+                if self.should_stop:
+                    break
+                async for tp, message in getmany(timeout=1.0):
+                    await asyncio.sleep(0)
+                    is_batch = isinstance(message, BatchMessage)
+                    first = message.batch.first_offset if is_batch else message.offset
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        continue  # already delivered (re-fetched after a seek)
+                    if is_batch and self._committed_offset[tp] is None:
+                        self._first_delivered.setdefault(tp, first)
+                    if r_offset and first - r_offset > 1 and acks_enabled_for(message.topic):
+                        # A real gap (compaction, transaction markers).
+                        await self._add_gap(tp, r_offset + 1, first - 1)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    try:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    except asyncio.CancelledError:
+                        if me is not None and me.cancelling():
+                            raise
+                        # The stream queue was cleared by a rebalance: the
+                        # batch was never acked and will be fetched again.
+                        self.log.info("Delivery to %r cancelled by a rebalance; dropped", tp)
+                        continue
+                    set_read_offset(tp, offset)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        for tp in revoked:
+            self._first_delivered.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    def _new_offset(self, tp: TP) -> Optional[int]:
+        """Faust's commit offset, refusing to commit over a hole at the head.
+
+        Faust tolerates one missing offset just above the committed one (it
+        stands for a compacted record when a gap is known). Without a known
+        gap, a missing head means an unfinished batch: commit nothing yet.
+        """
+        acked = self._acked[tp]
+        if acked and not self._gap[tp]:
+            base = self._committed_offset[tp]
+            if base is None:
+                base = self._first_delivered.get(tp)
+            if base is not None and min(acked) > base:
+                return None
+        return super()._new_offset(tp)
+
+    # -- acknowledging ------------------------------------------------------------
+    def ack_batch(self, message: BatchMessage) -> bool:
+        """Acknowledge every offset of a batch in Faust's offset tracking."""
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+            if not message.batch.complete:
+                return False  # its outputs were not acknowledged: re-read it
+            if message.generation_id != self.app.consumer_generation_id:
+                return False  # stale: the partition was re-assigned and re-read
+            tp = message.tp
+            if not self.app.topics.acks_enabled_for(message.topic):
+                return False
+            committed = self._committed_offset[tp]
+            first = message.batch.first_offset
+            if committed is not None:
+                first = max(first, committed)
+            index = self._acked_index[tp]
+            new = [o for o in range(first, message.offset + 1) if o not in index]
+            if new:
+                index.update(new)
+                self._acked[tp].extend(new)
+                self._n_acked += len(new)
+            notify(self._waiting_for_ack)
+            return True
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    """aiokafka transport whose consumer batches :class:`BatchTopic` topics."""
+
+    Consumer: ClassVar[Type[Any]] = BatchConsumer
+
+
+def install() -> None:
+    """Register the ``lepton://`` URL scheme with Faust's transport registry."""
+    drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:BatchTransport"

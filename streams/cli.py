@@ -1,0 +1,279 @@
+"""The ``lepton`` command.
+
+Every command reads :class:`~streams.settings.Settings` (environment,
+``LEPTON_*``) and lets flags override it. Commands that need Kafka use the
+cluster named by ``LEPTON_KAFKA_BOOTSTRAP``, or else the embedded broker: the
+one another ``lepton`` process already runs (``lepton demo``/``worker``), or a
+new one owned by this command and stopped when it exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .settings import Settings
+from .topics import PIPELINES
+
+ALL_PIPELINES = sorted(PIPELINES)
+
+
+def _settings(**overrides: Any) -> Settings:
+    base = Settings()
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=clean) if clean else base
+
+
+def _fail(message: str, fix: str | None = None) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    if fix:
+        click.echo(f"  fix: {fix}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(path_type=Path), help="Models and state (LEPTON_HOME, default .lepton).")
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (LEPTON_LOG_LEVEL).")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None, log_level: str | None) -> None:
+    """Lepton Streams: real-time ML pipelines on Kafka (fraud, sentiment, anomaly)."""
+    if home is not None:
+        os.environ["LEPTON_HOME"] = str(home)
+    if log_level is not None:
+        os.environ["LEPTON_LOG_LEVEL"] = log_level
+    settings = Settings()
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kafka", "aiokafka"):  # client chatter; their warnings still show
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    ctx.obj = settings
+
+
+# --- worker ------------------------------------------------------------------------
+
+@main.command()
+@click.option("--pipelines", "-p", default=None, help="Comma-separated (default: LEPTON_PIPELINES).")
+@click.option("--metrics-port", type=int, default=None, help="Port of /metrics, /healthz, /ready.")
+@click.option("--max-batch", type=int, default=None, help="Most records per micro-batch.")
+@click.option("--max-wait-ms", type=int, default=None, help="Longest fetch wait (bounds latency).")
+@click.pass_obj
+def worker(settings: Settings, pipelines: str | None, metrics_port: int | None, max_batch: int | None,
+           max_wait_ms: int | None) -> None:
+    """Run the Faust worker for the chosen pipelines."""
+    from .worker import run_worker
+
+    chosen = pipelines.split(",") if pipelines else None
+    settings = settings.model_copy(update={k: v for k, v in {
+        "pipelines": chosen, "metrics_port": metrics_port, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+    }.items() if v is not None})
+    run_worker(settings)
+
+
+# --- produce -----------------------------------------------------------------------
+
+@main.command()
+@click.argument("pipeline", type=click.Choice(ALL_PIPELINES))
+@click.option("--source", default="synthetic", show_default=True, help="'synthetic' or a CSV/Parquet file.")
+@click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
+@click.option("--count", type=int, default=None, help="Stop after N events (synthetic default: 10,000).")
+@click.option("--label-delay-days", type=float, default=0.0, show_default=True,
+              help="Send labels this long after their event, in event time.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def produce(settings: Settings, pipeline: str, source: str, rate: float | None, count: int | None,
+            label_delay_days: float, seed: int) -> None:
+    """Send events to PIPELINE's input topic: synthetic or replayed from a file."""
+    from connectors.producer import produce as send
+    from connectors import replay
+
+    from .kafka_session import kafka
+
+    if source == "synthetic":
+        from connectors.generators import synthetic
+
+        stream = synthetic(pipeline, seed=seed)
+        count = 10_000 if count is None else count
+    else:
+        path = Path(source)
+        if not path.exists():
+            _fail(f"no such file: {path}", "pass --source synthetic, or the path of a CSV/Parquet file")
+        stream = replay.read_events(pipeline, path)
+    events, labels = _split(stream)
+    with kafka(settings) as bootstrap:
+        n = send(settings, bootstrap, pipeline, events, rate=rate, count=count, progress=True,
+                 labels=labels, label_delay_s=label_delay_days * 86_400.0)
+    click.echo(f"sent {n} events to {PIPELINES[pipeline].input}")
+
+
+def _split(pairs: Any) -> tuple[Any, Any]:
+    """(event, label) pairs -> the events, with their labels collected alongside."""
+    labels: list[Any] = []
+
+    def events() -> Any:
+        for event, label in pairs:
+            labels.append((event, label))
+            yield event
+
+    return events(), labels
+
+
+# --- train -------------------------------------------------------------------------
+
+@main.command()
+@click.argument("pipeline", type=click.Choice(ALL_PIPELINES))
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Training file (default: the synthetic generator).")
+@click.option("--epochs", type=int, default=None, help="Training epochs.")
+@click.option("--no-promote", is_flag=True, help="Register without making it the champion.")
+@click.pass_obj
+def train(settings: Settings, pipeline: str, data: Path | None, epochs: int | None, no_promote: bool) -> None:
+    """Train in torch, export ONNX, register a new version."""
+    from models.train import train_pipeline
+
+    meta = train_pipeline(settings, pipeline, data=data, epochs=epochs, promote=not no_promote, progress=True)
+    metrics = ", ".join(f"{k}={v:.3f}" for k, v in meta.metrics.items())
+    click.echo(f"registered {pipeline} v{meta.version} (threshold {meta.threshold:.3f}; {metrics})")
+
+
+# --- models ------------------------------------------------------------------------
+
+@main.group()
+def models() -> None:
+    """The model registry: list, promote, rollback."""
+
+
+def _registry(settings: Settings) -> Any:
+    from models.registry import ModelRegistry
+
+    return ModelRegistry(settings.models_dir)
+
+
+@models.command("list")
+@click.option("--pipeline", type=click.Choice(ALL_PIPELINES), default=None)
+@click.pass_obj
+def models_list(settings: Settings, pipeline: str | None) -> None:
+    """Every registered version; * marks the champion."""
+    registry = _registry(settings)
+    names = [pipeline] if pipeline else registry.pipelines()
+    if not names:
+        click.echo(f"no models in {settings.models_dir}: run `lepton train fraud`")
+    for name in names:
+        champion = registry.champion(name)
+        for meta in registry.versions(name):
+            mark = "*" if champion and champion.version == meta.version else " "
+            shown = ", ".join(f"{k}={v:.3f}" for k, v in sorted(meta.metrics.items())[:4])
+            click.echo(f"{mark} {name:<10} v{meta.version:<4} {meta.created[:19]}  threshold={meta.threshold:.3f}  {shown}")
+
+
+@models.command("promote")
+@click.argument("pipeline", type=click.Choice(ALL_PIPELINES))
+@click.argument("version", type=int)
+@click.pass_obj
+def models_promote(settings: Settings, pipeline: str, version: int) -> None:
+    """Make VERSION the champion; running workers swap it in."""
+    from models.registry import RegistryError
+
+    try:
+        meta = _registry(settings).promote(pipeline, version)
+    except RegistryError as exc:
+        _fail(str(exc), f"`lepton models list --pipeline {pipeline}` shows the versions")
+    _announce(settings, pipeline, meta.version)
+    click.echo(f"{pipeline}: v{meta.version} is the champion")
+
+
+@models.command("rollback")
+@click.argument("pipeline", type=click.Choice(ALL_PIPELINES))
+@click.pass_obj
+def models_rollback(settings: Settings, pipeline: str) -> None:
+    """Go back to the previous champion."""
+    from models.registry import RegistryError
+
+    try:
+        meta = _registry(settings).rollback(pipeline)
+    except RegistryError as exc:
+        _fail(str(exc))
+    _announce(settings, pipeline, meta.version)
+    click.echo(f"{pipeline}: rolled back to v{meta.version}")
+
+
+def _announce(settings: Settings, pipeline: str, version: int) -> None:
+    """Tell running workers at once (they also poll the registry every second)."""
+    from .kafka_session import announce_model
+
+    try:
+        announce_model(settings, pipeline, version)
+    except Exception as exc:  # no broker running is fine: workers poll the registry
+        logging.getLogger(__name__).debug("model-updates not sent: %s", exc)
+
+
+# --- dead letters ------------------------------------------------------------------
+
+@main.command("replay-dead-letters")
+@click.option("--pipeline", type=click.Choice(ALL_PIPELINES), default=None, help="Only this pipeline's.")
+@click.option("--reason", default=None, help="Only this reason (e.g. processing_error).")
+@click.option("--limit", type=int, default=None, help="At most N letters.")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent.")
+@click.pass_obj
+def replay_dead_letters(settings: Settings, pipeline: str | None, reason: str | None, limit: int | None,
+                        dry_run: bool) -> None:
+    """Send chosen dead letters back to their source topic (after a fix)."""
+    from connectors.dead_letter_replay import replay
+
+    from .kafka_session import kafka
+
+    with kafka(settings) as bootstrap:
+        n = replay(settings, bootstrap, pipeline=pipeline, reason=reason, limit=limit, dry_run=dry_run)
+    click.echo(f"{'would send' if dry_run else 'sent'} {n} dead letters back")
+
+
+# --- status ------------------------------------------------------------------------
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(settings: Settings, as_json: bool) -> None:
+    """Topics, lag, model versions and worker health."""
+    from .status import collect, render
+
+    report = collect(settings)
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
+
+
+# --- bench -------------------------------------------------------------------------
+
+@main.command()
+@click.option("--events", type=int, default=200_000, show_default=True)
+@click.option("--runs", type=int, default=3, show_default=True, help="Alternating runs per variant.")
+@click.option("--variants", default="lepton,faust", show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
+@click.pass_obj
+def bench(settings: Settings, events: int, runs: int, variants: str, json_out: Path | None) -> None:
+    """Throughput of the batch path against a plain per-event Faust agent."""
+    from .bench import run_bench
+
+    run_bench(settings, events=events, runs=runs, variants=variants.split(","), json_out=json_out)
+
+
+# --- demo --------------------------------------------------------------------------
+
+@main.command()
+@click.option("--duration", type=float, default=None, help="Stop after N seconds (default: until Ctrl-C).")
+@click.option("--rate", type=float, default=2000.0, show_default=True, help="Transactions per second.")
+@click.pass_obj
+def demo(settings: Settings, duration: float | None, rate: float) -> None:
+    """Everything on the embedded default: broker, model, generators, worker, live view."""
+    from .demo import run_demo
+
+    run_demo(settings, duration=duration, rate=rate)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

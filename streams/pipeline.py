@@ -1,0 +1,141 @@
+"""The contract every pipeline fulfils, and the batch agent that runs it.
+
+A pipeline says how to parse one input and how to turn a *list* of valid
+inputs into outputs (one batched model call). :class:`BatchAgent` does the
+rest, identically for every pipeline: bulk decode with per-record dead
+letters, emit, wait for the broker's acknowledgement, mark the batch complete
+(only then can its offsets be committed), and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Sequence
+
+import faust
+from aiokafka.errors import KafkaError
+
+from . import dead_letters, metrics
+from .batching import BatchTopic, Emitter, Output, RecordBatch
+from .records import InvalidRecord, Limits, dumps
+from .topics import DEAD_LETTERS, PipelineTopics
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline(ABC):
+    """One application: input topic in, scored outputs out."""
+
+    name: str
+    topics: PipelineTopics
+    parse: Callable[[bytes | None, Limits], Any]
+
+    @abstractmethod
+    def process(self, events: Sequence[Any], now: float) -> list[Output]:
+        """Score ``events`` (valid inputs, in partition order) in one go.
+
+        Returns every output record: one per event on the output topic, plus
+        any alerts. Called once per micro-batch; keep per-event work small.
+        """
+
+    def setup(self, app: faust.App) -> None:
+        """Register tables, timers or extra agents (optional)."""
+
+
+class BatchAgent:
+    """Runs a :class:`Pipeline` over micro-batches inside a Faust agent."""
+
+    def __init__(self, app: faust.App, pipeline: Pipeline, limits: Limits, *, emit_retries: int = 5) -> None:
+        self.app = app
+        self.pipeline = pipeline
+        self.limits = limits
+        self.emitter = Emitter(app)
+        self.emit_retries = emit_retries
+        self.last_record_ts: float | None = None  # Kafka timestamp (s) of the newest record handled
+        name = pipeline.name
+        self._consumed = metrics.EVENTS_CONSUMED.labels(name)
+        self._processed = metrics.EVENTS_PROCESSED.labels(name)
+        self._failed = metrics.EVENTS_FAILED.labels(name)
+        self._batch_size = metrics.BATCH_SIZE.labels(name)
+        self._batch_duration = metrics.BATCH_DURATION.labels(name)
+        self._latency = metrics.LATENCY.labels(name)
+        self.topic = BatchTopic(app, topics=[pipeline.topics.input], acks=True)
+
+    def register(self) -> None:
+        """Create the Faust agent (one per pipeline, concurrency 1 keeps order)."""
+        self.pipeline.setup(self.app)
+
+        async def run(stream: faust.StreamT) -> None:
+            async for batch in stream:
+                await self.handle(batch)
+
+        run.__name__ = f"{self.pipeline.name}_batches"
+        run.__qualname__ = run.__name__
+        self.app.agent(self.topic, name=f"lepton.{self.pipeline.name}")(run)
+
+    async def handle(self, batch: RecordBatch) -> None:
+        """Process one batch; returns once its outputs are acknowledged."""
+        started = time.perf_counter()
+        pipeline = self.pipeline
+        parse, limits = pipeline.parse, self.limits
+        valid: list[Any] = []
+        letters: list[Output] = []
+        for record in batch.records:
+            try:
+                valid.append(parse(record.value, limits))
+            except InvalidRecord as exc:
+                letters.append(self._dead_letter(batch, record, exc.reason, "InvalidRecord", str(exc)))
+        now = time.time()
+        try:
+            outputs = pipeline.process(valid, now) if valid else []
+        except Exception as exc:  # a bug or a broken model must not stop the stream
+            log.exception("%s: processing a batch of %d failed; dead-lettering it", pipeline.name, len(valid))
+            outputs = []
+            letters.extend(
+                self._dead_letter(batch, r, "processing_error", type(exc).__name__, str(exc))
+                for r in batch.records
+            )
+            valid = []
+        await self._send(outputs + letters)
+        batch.complete = True
+        # Metrics, once per batch.
+        n = len(batch.records)
+        self._consumed.inc(n)
+        self._processed.inc(len(valid))
+        if letters:
+            self._failed.inc(len(letters))
+        self._batch_size.observe(n)
+        last_ts = batch.records[-1].timestamp
+        if last_ts is not None:
+            self.last_record_ts = last_ts / 1000.0
+        if valid:
+            done = time.time()
+            latency = self._latency
+            for e in valid[:: max(1, len(valid) // 64)]:  # a sample bounds the cost
+                latency.observe(max(0.0, done - e.ts))
+        self._batch_duration.observe(time.perf_counter() - started)
+
+    def _dead_letter(self, batch: RecordBatch, record: Any, reason: str, error_class: str, message: str) -> Output:
+        metrics.DEAD_LETTERS.labels(self.pipeline.name, reason).inc()
+        letter = dead_letters.build(batch.topic, batch.partition, record, self.pipeline.name, reason, error_class, message)
+        return Output(DEAD_LETTERS, dead_letters.key_of(letter), dumps(letter))
+
+    async def _send(self, outputs: list[Output]) -> None:
+        """Emit, retrying broker errors; give up (batch stays incomplete) after a few."""
+        if not outputs:
+            return
+        delay = 0.2
+        for attempt in range(self.emit_retries + 1):
+            try:
+                await self.emitter.send(outputs)
+                return
+            except KafkaError:
+                if attempt == self.emit_retries:
+                    raise
+                metrics.EMIT_RETRIES.labels(self.pipeline.name).inc()
+                log.warning("%s: emitting outputs failed (attempt %d); retrying", self.pipeline.name, attempt + 1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
