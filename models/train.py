@@ -42,9 +42,9 @@ def _fraud_rows(data: Path | None, rows: int) -> tuple[np.ndarray, np.ndarray, n
         pairs = list(read_events("fraud", data))
         source = str(data)
     else:
-        from connectors.generators import synthetic
+        from connectors.generators import make_generator
 
-        gen = synthetic("fraud", seed=1)
+        gen = iter(make_generator("fraud", seed=1, rate_per_s=10_000.0))
         pairs = [next(gen) for _ in range(rows)]
         source = "synthetic"
     amount = np.fromiter((e["amount"] for e, _ in pairs), np.float64, len(pairs))

@@ -24,17 +24,17 @@ from .model_slot import ModelSlot
 from .pipeline import BatchAgent, Pipeline
 from .records import Limits
 from .settings import Settings
-from .topics import MODEL_UPDATES
+from .topics import Topics
 
 log = logging.getLogger(__name__)
 
 
-def _fraud(slot: ModelSlot) -> Pipeline:
-    return FraudPipeline(slot)
+def _fraud(slot: ModelSlot, topics: Topics) -> Pipeline:
+    return FraudPipeline(slot, topics)
 
 
 #: pipeline name -> factory taking its model slot
-PIPELINE_FACTORIES: dict[str, Callable[[ModelSlot], Pipeline]] = {"fraud": _fraud}
+PIPELINE_FACTORIES: dict[str, Callable[[ModelSlot, Topics], Pipeline]] = {"fraud": _fraud}
 
 
 @dataclass
@@ -89,7 +89,7 @@ def create_app(settings: Settings, bootstrap: str) -> Runtime:
     for name in settings.pipelines:
         slot = ModelSlot(registry, name, threads=settings.onnx_threads)
         slot.load_now()
-        agent = BatchAgent(app, PIPELINE_FACTORIES[name](slot), limits)
+        agent = BatchAgent(app, PIPELINE_FACTORIES[name](slot, settings.topics), limits, settings.topics)
         agent.register()
         runtime.slots[name] = slot
         runtime.agents[name] = agent
@@ -105,7 +105,7 @@ def create_app(settings: Settings, bootstrap: str) -> Runtime:
         for slot in runtime.slots.values():
             await slot.refresh()
 
-    updates = app.topic(MODEL_UPDATES, value_serializer="json")
+    updates = app.topic(settings.topics.model_updates, value_serializer="json")
 
     @app.agent(updates, name="lepton.model_updates")
     async def on_model_update(stream: faust.StreamT) -> None:

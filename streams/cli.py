@@ -91,38 +91,29 @@ def worker(settings: Settings, pipelines: str | None, metrics_port: int | None, 
 def produce(settings: Settings, pipeline: str, source: str, rate: float | None, count: int | None,
             label_delay_days: float, seed: int) -> None:
     """Send events to PIPELINE's input topic: synthetic or replayed from a file."""
-    from connectors.producer import produce as send
+    from connectors.producer import produce as send, unzip
     from connectors import replay
 
     from .kafka_session import kafka
 
     if source == "synthetic":
-        from connectors.generators import synthetic
+        from connectors.generators import make_generator
 
-        stream = synthetic(pipeline, seed=seed)
+        # Event time follows the wall clock at the sending rate (a nominal
+        # 10k/s when unthrottled), so live latency and windows mean something.
+        kwargs = {"rate_per_s": rate or 10_000.0} if pipeline != "anomaly" else {}
+        stream = iter(make_generator(pipeline, seed=seed, **kwargs))
         count = 10_000 if count is None else count
     else:
         path = Path(source)
         if not path.exists():
             _fail(f"no such file: {path}", "pass --source synthetic, or the path of a CSV/Parquet file")
         stream = replay.read_events(pipeline, path)
-    events, labels = _split(stream)
+    events, labels = unzip(stream)
     with kafka(settings) as bootstrap:
         n = send(settings, bootstrap, pipeline, events, rate=rate, count=count, progress=True,
                  labels=labels, label_delay_s=label_delay_days * 86_400.0)
-    click.echo(f"sent {n} events to {PIPELINES[pipeline].input}")
-
-
-def _split(pairs: Any) -> tuple[Any, Any]:
-    """(event, label) pairs -> the events, with their labels collected alongside."""
-    labels: list[Any] = []
-
-    def events() -> Any:
-        for event, label in pairs:
-            labels.append((event, label))
-            yield event
-
-    return events(), labels
+    click.echo(f"sent {n} events to {settings.topics.pipeline(pipeline).input}")
 
 
 # --- train -------------------------------------------------------------------------

@@ -15,8 +15,6 @@ import base64
 import time
 from typing import Any
 
-from .topics import DEAD_LETTERS
-
 
 def _text_or_base64(data: bytes | None) -> tuple[str | None, str]:
     if data is None:
@@ -66,4 +64,4 @@ def original_payload(letter: dict[str, Any]) -> tuple[bytes | None, bytes | None
     )
 
 
-__all__ = ["DEAD_LETTERS", "build", "key_of", "original_payload"]
+__all__ = ["build", "key_of", "original_payload"]

@@ -18,7 +18,6 @@ from typing import Any
 
 from .live_view import LiveView
 from .settings import Settings
-from .topics import ALERTS
 
 DEMO_PIPELINES = ["fraud"]
 
@@ -67,7 +66,7 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float) -> None
         console.print(f"metrics: {url}  (scrape it with Prometheus: deploy/prometheus.yml; "
                       f"Grafana: deploy/grafana/)   logs: {settings.home / 'demo.log'}   Ctrl-C stops")
         view = LiveView(url, DEMO_PIPELINES)
-        alerts = KafkaConsumer(ALERTS, bootstrap_servers=bootstrap, auto_offset_reset="latest",
+        alerts = KafkaConsumer(settings.topics.alerts, bootstrap_servers=bootstrap, auto_offset_reset="latest",
                                enable_auto_commit=False)
         deadline = time.monotonic() + duration if duration else None
         try:

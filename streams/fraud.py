@@ -18,16 +18,17 @@ from .batching import Output
 from .model_slot import ModelSlot
 from .pipeline import Pipeline
 from .records import Transaction, dumps, parse_transaction
-from .topics import ALERTS, PIPELINES
+from .topics import Topics
 
 
 class FraudPipeline(Pipeline):
     name = "fraud"
-    topics = PIPELINES["fraud"]
     parse = staticmethod(parse_transaction)
 
-    def __init__(self, slot: ModelSlot) -> None:
+    def __init__(self, slot: ModelSlot, topics: Topics) -> None:
         self.slot = slot
+        self.topics = topics.pipeline(self.name)
+        self.alerts_topic = topics.alerts
         self._scores = metrics.SCORES.labels(self.name)
         self._alerts = {s: metrics.ALERTS.labels(self.name, s) for s in ("warning", "critical")}
 
@@ -68,7 +69,7 @@ class FraudPipeline(Pipeline):
                 )
             )
             if flagged:
-                append(Output(ALERTS, key, dumps(self._alert(e, p, threshold, version))))
+                append(Output(self.alerts_topic, key, dumps(self._alert(e, p, threshold, version))))
         step = max(1, n // 64)
         for p in probability[::step].tolist():
             self._scores.observe(p)

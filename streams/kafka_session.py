@@ -22,7 +22,6 @@ from connectors.broker import EmbeddedBroker
 from connectors.kafka_config import BrokerUnreachable, wait_for_broker
 
 from .settings import Settings
-from .topics import MODEL_UPDATES, all_topics
 
 
 def _published(settings: Settings) -> str | None:
@@ -45,7 +44,7 @@ def kafka(settings: Settings, *, create_topics: bool = True) -> Iterator[str]:
     if settings.kafka_bootstrap:
         wait_for_broker(settings.kafka_bootstrap, settings.connect_timeout_s, settings)
         if create_topics:
-            ensure_topics(settings.kafka_bootstrap, all_topics(), settings.partitions, settings=settings)
+            ensure_topics(settings.kafka_bootstrap, settings.topics.all(), settings.partitions, settings=settings)
         yield settings.kafka_bootstrap
         return
     shared = _published(settings)
@@ -58,7 +57,7 @@ def kafka(settings: Settings, *, create_topics: bool = True) -> Iterator[str]:
         info.write_text(json.dumps({"bootstrap": broker.bootstrap, "pid": os.getpid()}))
         try:
             if create_topics:
-                ensure_topics(broker.bootstrap, all_topics(), settings.partitions, settings=settings)
+                ensure_topics(broker.bootstrap, settings.topics.all(), settings.partitions, settings=settings)
             yield broker.bootstrap
         finally:
             with contextlib.suppress(OSError):
@@ -76,7 +75,7 @@ def announce_model(settings: Settings, pipeline: str, version: int) -> None:
         return  # nothing runs: workers load the champion when they start
     producer = KafkaProducer(**kafka_python_config(settings.model_copy(update={"kafka_bootstrap": bootstrap})))
     try:
-        producer.send(MODEL_UPDATES, key=pipeline.encode(),
+        producer.send(settings.topics.model_updates, key=pipeline.encode(),
                       value=json.dumps({"pipeline": pipeline, "version": version}).encode())
         producer.flush(10)
     finally:

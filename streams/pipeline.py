@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from . import dead_letters, metrics
 from .batching import BatchTopic, Emitter, Output, RecordBatch
 from .records import InvalidRecord, Limits, dumps
-from .topics import DEAD_LETTERS, PipelineTopics
+from .topics import PipelineTopics, Topics
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Pipeline(ABC):
     """One application: input topic in, scored outputs out."""
 
     name: str
-    topics: PipelineTopics
+    topics: PipelineTopics  # set by the constructor (names carry the deployment's prefix)
     parse: Callable[[bytes | None, Limits], Any]
 
     @abstractmethod
@@ -48,12 +48,14 @@ class Pipeline(ABC):
 class BatchAgent:
     """Runs a :class:`Pipeline` over micro-batches inside a Faust agent."""
 
-    def __init__(self, app: faust.App, pipeline: Pipeline, limits: Limits, *, emit_retries: int = 5) -> None:
+    def __init__(self, app: faust.App, pipeline: Pipeline, limits: Limits, topics: Topics, *,
+                 emit_retries: int = 5) -> None:
         self.app = app
         self.pipeline = pipeline
         self.limits = limits
         self.emitter = Emitter(app)
         self.emit_retries = emit_retries
+        self.dead_letter_topic = topics.dead_letters
         self.last_record_ts: float | None = None  # Kafka timestamp (s) of the newest record handled
         name = pipeline.name
         self._consumed = metrics.EVENTS_CONSUMED.labels(name)
@@ -121,7 +123,7 @@ class BatchAgent:
     def _dead_letter(self, batch: RecordBatch, record: Any, reason: str, error_class: str, message: str) -> Output:
         metrics.DEAD_LETTERS.labels(self.pipeline.name, reason).inc()
         letter = dead_letters.build(batch.topic, batch.partition, record, self.pipeline.name, reason, error_class, message)
-        return Output(DEAD_LETTERS, dead_letters.key_of(letter), dumps(letter))
+        return Output(self.dead_letter_topic, dead_letters.key_of(letter), dumps(letter))
 
     async def _send(self, outputs: list[Output]) -> None:
         """Emit, retrying broker errors; give up (batch stays incomplete) after a few."""

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .topics import Topics
 
 
 class Settings(BaseSettings):
@@ -38,6 +41,7 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    topic_prefix: str = Field("", description="Prepended to every topic name (several deployments on one cluster).")
     partitions: int = Field(4, ge=1, description="Partitions per topic when Lepton creates topics.")
     broker_port: int = Field(0, ge=0, description="Embedded broker port (0: a free one).")
     connect_timeout_s: float = Field(20.0, gt=0, description="How long to wait for the broker to answer.")
@@ -72,6 +76,12 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return not self.kafka_bootstrap
+
+    @property
+    def topics(self) -> "Topics":
+        from .topics import Topics
+
+        return Topics(self.topic_prefix)
 
     @property
     def models_dir(self) -> Path:

@@ -8,7 +8,7 @@ import urllib.request
 from typing import Any
 
 from .settings import Settings
-from .topics import PIPELINES, all_topics
+from .topics import PIPELINES
 
 
 def _http(url: str) -> tuple[int, Any]:
@@ -37,9 +37,9 @@ def collect(settings: Settings) -> dict[str, Any]:
         }
     with kafka(settings, create_topics=False) as bootstrap:
         report["bootstrap"] = bootstrap
-        for topic, offsets in topic_offsets(bootstrap, all_topics(), settings=settings).items():
+        for topic, offsets in topic_offsets(bootstrap, settings.topics.all(), settings=settings).items():
             report["topics"][topic] = {"partitions": len(offsets), "messages": sum(offsets.values())}
-        inputs = [p.input for p in PIPELINES.values()]
+        inputs = [settings.topics.pipeline(p).input for p in PIPELINES]
         lag = group_lag(bootstrap, settings.app_id, inputs, settings=settings)
         report["lag"] = {t: sum(v.lag for v in parts.values()) for t, parts in lag.items()}
     base = f"http://127.0.0.1:{settings.metrics_port}"

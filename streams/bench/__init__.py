@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
-from ..topics import PIPELINES
 
 VARIANTS: dict[str, list[str]] = {
     "lepton": [sys.executable, "-m", "streams.cli", "worker", "--pipelines", "fraud"],
@@ -61,10 +60,10 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _prefill(settings: Settings, bootstrap: str, n: int) -> None:
-    from connectors.generators import synthetic
+    from connectors.generators import make_generator
     from connectors.producer import produce
 
-    gen = synthetic("fraud", seed=42)
+    gen = make_generator("fraud", seed=42, rate_per_s=10_000.0)
     now = time.time()
     events = ({**event, "ts": now} for event, _ in gen)  # fresh event times: latency is meaningful
     produce(settings, bootstrap, "fraud", events, rate=None, count=n, progress=True)
@@ -85,7 +84,7 @@ def _run_variant(settings: Settings, bootstrap: str, variant: str, run: int, exp
                  timeout_s: float) -> RunResult:
     from kafka import KafkaConsumer, TopicPartition
 
-    out_topic = PIPELINES["fraud"].output
+    out_topic = settings.topics.pipeline("fraud").output
     start = _end_offsets(bootstrap, out_topic)
     env = dict(
         os.environ,

@@ -17,11 +17,10 @@ from models.onnx_runtime import OnnxScorer
 from models.registry import ModelRegistry
 from streams.records import InvalidRecord, Limits, dumps, parse_transaction
 from streams.settings import Settings
-from streams.topics import DEAD_LETTERS, PIPELINES
 
 
 def create_app(settings: Settings) -> faust.App:
-    topics = PIPELINES["fraud"]
+    topics = settings.topics.pipeline("fraud")
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -35,7 +34,7 @@ def create_app(settings: Settings) -> faust.App:
     limits = Limits.from_settings(settings)
     source = app.topic(topics.input, value_serializer="raw")
     scores = app.topic(topics.output, value_serializer="raw")
-    dead = app.topic(DEAD_LETTERS, value_serializer="raw")
+    dead = app.topic(settings.topics.dead_letters, value_serializer="raw")
 
     @app.agent(source)
     async def score(stream: faust.StreamT) -> None:
