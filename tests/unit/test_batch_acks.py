@@ -1,0 +1,69 @@
+"""Batch acknowledgement feeds Faust's offset tracking, and never commits over a hole.
+
+These drive the real BatchConsumer's bookkeeping (no broker needed: nothing
+is fetched); the integration tests prove the same against the real broker.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import faust
+import pytest
+from faust.types import TP
+
+from streams.batching import BatchStream, BatchTopic, install
+from streams.batching.message import BatchMessage
+from streams.settings import Settings
+
+TOPIC = "transactions"
+TP0 = TP(TOPIC, 0)
+
+
+@pytest.fixture
+def consumer():
+    install()
+    app = faust.App("unit-acks", broker="lepton://127.0.0.1:1", Stream=BatchStream, web_enabled=False)
+    app.lepton_settings = Settings()
+    BatchTopic(app, topics=[TOPIC])
+    c = app.consumer
+    c.app.topics._acking_topics.add(TOPIC)
+    return c
+
+
+def batch(consumer, first: int, n: int) -> BatchMessage:
+    records = [SimpleNamespace(offset=o, timestamp=0, timestamp_type=0, serialized_value_size=1)
+               for o in range(first, first + n)]
+    return BatchMessage(TP0, records, consumer.app.consumer_generation_id)
+
+
+def test_a_complete_batch_acks_every_offset(consumer) -> None:
+    m = batch(consumer, 0, 100)
+    m.batch.complete = True
+    assert consumer.ack_batch(m)
+    assert consumer._new_offset(TP0) == 100
+
+
+def test_an_incomplete_batch_is_never_acked(consumer) -> None:
+    m = batch(consumer, 0, 100)
+    assert not consumer.ack_batch(m)  # e.g. Faust acking on a crash: outputs were not confirmed
+    assert consumer._new_offset(TP0) is None
+
+
+def test_no_commit_over_an_unfinished_batch(consumer) -> None:
+    consumer._first_delivered[TP0] = 0
+    unfinished, later = batch(consumer, 0, 1), batch(consumer, 1, 50)  # a one-record batch left a hole
+    later.batch.complete = True
+    consumer.ack_batch(later)
+    assert consumer._new_offset(TP0) is None, "Faust alone would commit 51 here and lose offset 0"
+    unfinished.batch.complete = True
+    consumer.ack_batch(unfinished)
+    assert consumer._new_offset(TP0) == 51
+
+
+def test_acks_from_a_previous_generation_are_ignored(consumer) -> None:
+    m = batch(consumer, 0, 10)
+    m.batch.complete = True
+    m.generation_id = -1  # the partition was re-assigned since: it will be re-read
+    consumer.ack_batch(m)
+    assert consumer._new_offset(TP0) is None
