@@ -89,7 +89,8 @@ def create_app(settings: Settings, bootstrap: str) -> Runtime:
     for name in settings.pipelines:
         slot = ModelSlot(registry, name, threads=settings.onnx_threads)
         slot.load_now()
-        agent = BatchAgent(app, PIPELINE_FACTORIES[name](slot, settings.topics), limits, settings.topics)
+        agent = BatchAgent(app, PIPELINE_FACTORIES[name](slot, settings.topics), limits, settings.topics,
+                           max_inflight_batches=settings.max_inflight_batches)
         agent.register()
         runtime.slots[name] = slot
         runtime.agents[name] = agent

@@ -3,8 +3,10 @@
 A pipeline says how to parse one input and how to turn a *list* of valid
 inputs into outputs (one batched model call). :class:`BatchAgent` does the
 rest, identically for every pipeline: bulk decode with per-record dead
-letters, emit, wait for the broker's acknowledgement, mark the batch complete
-(only then can its offsets be committed), and metrics.
+letters, emit, and metrics. Outputs are handed to the producer in order; the
+broker's acknowledgement is awaited in the background (up to
+``max_inflight_batches`` batches), and only then is the batch marked
+complete, which is what lets its offsets be committed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
@@ -49,12 +52,14 @@ class BatchAgent:
     """Runs a :class:`Pipeline` over micro-batches inside a Faust agent."""
 
     def __init__(self, app: faust.App, pipeline: Pipeline, limits: Limits, topics: Topics, *,
-                 emit_retries: int = 5) -> None:
+                 max_inflight_batches: int = 4, emit_retries: int = 5) -> None:
         self.app = app
         self.pipeline = pipeline
         self.limits = limits
         self.emitter = Emitter(app)
         self.emit_retries = emit_retries
+        self.max_inflight = max_inflight_batches
+        self._inflight: deque[asyncio.Future] = deque()
         self.dead_letter_topic = topics.dead_letters
         self.last_record_ts: float | None = None  # Kafka timestamp (s) of the newest record handled
         name = pipeline.name
@@ -101,8 +106,14 @@ class BatchAgent:
                 for r in batch.records
             )
             valid = []
-        await self._send(outputs + letters)
-        batch.complete = True
+        outputs += letters
+        if outputs:
+            delivery = await self.emitter.enqueue(outputs)
+            self._inflight.append(asyncio.ensure_future(self._confirm(batch, delivery, outputs, valid)))
+            while self._inflight and (self._inflight[0].done() or len(self._inflight) > self.max_inflight):
+                await self._inflight.popleft()
+        else:
+            batch.mark_complete()
         # Metrics, once per batch.
         n = len(batch.records)
         self._consumed.inc(n)
@@ -113,11 +124,6 @@ class BatchAgent:
         last_ts = batch.records[-1].timestamp
         if last_ts is not None:
             self.last_record_ts = last_ts / 1000.0
-        if valid:
-            done = time.time()
-            latency = self._latency
-            for e in valid[:: max(1, len(valid) // 64)]:  # a sample bounds the cost
-                latency.observe(max(0.0, done - e.ts))
         self._batch_duration.observe(time.perf_counter() - started)
 
     def _dead_letter(self, batch: RecordBatch, record: Any, reason: str, error_class: str, message: str) -> Output:
@@ -125,19 +131,32 @@ class BatchAgent:
         letter = dead_letters.build(batch.topic, batch.partition, record, self.pipeline.name, reason, error_class, message)
         return Output(self.dead_letter_topic, dead_letters.key_of(letter), dumps(letter))
 
-    async def _send(self, outputs: list[Output]) -> None:
-        """Emit, retrying broker errors; give up (batch stays incomplete) after a few."""
-        if not outputs:
-            return
+    async def _confirm(self, batch: RecordBatch, delivery: Any, outputs: list[Output], valid: list[Any]) -> None:
+        """Wait for the broker's acks (re-sending on errors), then complete the batch.
+
+        If delivery keeps failing the batch is left incomplete: its offsets are
+        never committed, /healthz reports the stalled partition, and a restart
+        re-reads it. Duplicates are possible, loss is not.
+        """
         delay = 0.2
         for attempt in range(self.emit_retries + 1):
             try:
-                await self.emitter.send(outputs)
-                return
-            except KafkaError:
+                await delivery
+                break
+            except KafkaError as exc:
                 if attempt == self.emit_retries:
-                    raise
+                    log.error("%s: outputs of %s[%d]@%d not delivered (%r); the batch stays uncommitted",
+                              self.pipeline.name, batch.topic, batch.partition, batch.first_offset, exc)
+                    return
                 metrics.EMIT_RETRIES.labels(self.pipeline.name).inc()
-                log.warning("%s: emitting outputs failed (attempt %d); retrying", self.pipeline.name, attempt + 1)
+                log.warning("%s: delivering outputs failed (attempt %d): %r; re-sending",
+                            self.pipeline.name, attempt + 1, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                delivery = await self.emitter.enqueue(outputs)
+        batch.mark_complete()
+        if valid:
+            done = time.time()
+            latency = self._latency
+            for e in valid[:: max(1, len(valid) // 64)]:  # a sample bounds the cost
+                latency.observe(max(0.0, done - e.ts))

@@ -50,10 +50,13 @@ class Settings(BaseSettings):
     app_id: str = Field("lepton", description="Faust app id: the consumer group and table prefix.")
     max_batch: int = Field(2000, ge=1, description="Most events in one micro-batch.")
     max_wait_ms: int = Field(100, ge=1, description="Longest wait for a fetch (bounds batch latency).")
+    max_inflight_batches: int = Field(4, ge=1, description="Batches whose outputs may await the broker's ack at once.")
     fetch_max_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Consumer max fetch size.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often offsets are committed.")
-    session_timeout_s: float = Field(30.0, gt=0)
-    heartbeat_interval_s: float = Field(3.0, gt=0)
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer-group session timeout (a first join on Tansu takes about half of it)."
+    )
+    heartbeat_interval_s: float = Field(2.0, gt=0)
     rebalance_timeout_s: float = Field(30.0, gt=0)
     onnx_threads: int = Field(1, ge=1, description="intra-op threads per ONNX session.")
     pipelines: list[str] = Field(default_factory=lambda: ["fraud"], description="Pipelines a worker runs.")

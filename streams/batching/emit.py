@@ -35,6 +35,16 @@ class Emitter:
 
     async def send(self, outputs: Iterable[Output]) -> int:
         """Send ``outputs`` and wait until the broker acknowledged all of them."""
+        delivery = await self.enqueue(outputs)
+        await delivery
+        return delivery.records
+
+    async def enqueue(self, outputs: Iterable[Output]) -> "Delivery":
+        """Hand ``outputs`` to the producer, in order; await the result for the broker's acks.
+
+        Enqueueing several batches before their acks arrive keeps the broker
+        round trip off the critical path.
+        """
         producer = self._producer()
         by_tp: dict[tuple[str, int], list[Output]] = defaultdict(list)
         partition_for = producer._partition
@@ -56,6 +66,15 @@ class Emitter:
                 sent += 1
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
-        if futures:
-            await asyncio.gather(*futures)
-        return sent
+        return Delivery(futures, sent)
+
+
+class Delivery:
+    """The broker acknowledgements of one enqueue: await it (raises on failure)."""
+
+    def __init__(self, futures: list[asyncio.Future], records: int) -> None:
+        self.futures = futures
+        self.records = records
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return asyncio.gather(*self.futures).__await__()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from faust.transport.consumer import Consumer
 from faust.types import TP
@@ -16,14 +16,24 @@ class RecordBatch:
 
     ``records`` are the transport's records (attributes ``offset``, ``key``,
     ``value``, ``timestamp`` in ms, ``headers``), in offset order.
-    ``complete`` is set once the batch's outputs are acknowledged by the
-    broker; only a complete batch's offsets can ever be committed.
+    ``complete`` is set (by :meth:`mark_complete`) once the batch's outputs
+    are acknowledged by the broker; only a complete batch's offsets can ever
+    be committed. Faust may ack the batch's event earlier (as soon as the
+    agent moves on to the next batch): that ack then waits here.
     """
 
     topic: str
     partition: int
     records: Sequence[Any]
     complete: bool = False
+    _on_complete: Callable[[], Any] | None = None
+
+    def mark_complete(self) -> None:
+        """The outputs exist: the offsets may now be committed."""
+        self.complete = True
+        if self._on_complete is not None:
+            callback, self._on_complete = self._on_complete, None
+            callback()
 
     def __len__(self) -> int:
         return len(self.records)

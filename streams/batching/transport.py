@@ -197,14 +197,24 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     # -- acknowledging ------------------------------------------------------------
     def ack_batch(self, message: BatchMessage) -> bool:
-        """Acknowledge every offset of a batch in Faust's offset tracking."""
+        """Acknowledge every offset of a batch in Faust's offset tracking.
+
+        Called when Faust acks the batch's event. If the batch's outputs are
+        not confirmed yet, the ack is deferred until they are; if they never
+        are (the process dies, delivery fails), the offsets are never marked
+        and Faust commits nothing past them.
+        """
+        if not message.batch.complete:
+            message.batch._on_complete = lambda: self._ack_offsets(message)
+            return False
+        return self._ack_offsets(message)
+
+    def _ack_offsets(self, message: BatchMessage) -> bool:
         with ack_lock:
             if message.acked:
                 return False
             message.acked = True
             self._unacked_messages.discard(message)
-            if not message.batch.complete:
-                return False  # its outputs were not acknowledged: re-read it
             if message.generation_id != self.app.consumer_generation_id:
                 return False  # stale: the partition was re-assigned and re-read
             tp = message.tp

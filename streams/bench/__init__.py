@@ -69,23 +69,16 @@ def _prefill(settings: Settings, bootstrap: str, n: int) -> None:
     produce(settings, bootstrap, "fraud", events, rate=None, count=n, progress=True)
 
 
-def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        return {tp.partition: off for tp, off in c.end_offsets(tps).items()}
-    finally:
-        c.close()
 
 
 def _run_variant(settings: Settings, bootstrap: str, variant: str, run: int, expected: int,
                  timeout_s: float) -> RunResult:
     from kafka import KafkaConsumer, TopicPartition
 
+    from connectors.admin import topic_offsets
+
     out_topic = settings.topics.pipeline("fraud").output
-    start = _end_offsets(bootstrap, out_topic)
+    start = topic_offsets(bootstrap, [out_topic], settings=settings)[out_topic]
     env = dict(
         os.environ,
         LEPTON_KAFKA_BOOTSTRAP=bootstrap,

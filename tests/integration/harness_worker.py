@@ -9,27 +9,27 @@ HARNESS_CRASH_AT_BATCH=K   the K-th batch emits half of its outputs, then the
 import asyncio
 import os
 
-from streams import pipeline
+from streams.batching import Emitter
 from streams.cli import main
 
 SLEEP = float(os.environ.get("HARNESS_SLEEP_PER_BATCH", "0"))
 CRASH_AT = int(os.environ.get("HARNESS_CRASH_AT_BATCH", "0"))
-_original_send = pipeline.BatchAgent._send
+_original_enqueue = Emitter.enqueue
 _batches = 0
 
 
-async def _send(self: pipeline.BatchAgent, outputs: list) -> None:
+async def _enqueue(self: Emitter, outputs: list):
     global _batches
     _batches += 1
     if SLEEP:
         await asyncio.sleep(SLEEP)
     if CRASH_AT and _batches == CRASH_AT and len(outputs) > 1:
-        await self.emitter.send(outputs[: len(outputs) // 2])
+        await (await _original_enqueue(self, outputs[: len(outputs) // 2]))
         os._exit(137)
-    await _original_send(self, outputs)
+    return await _original_enqueue(self, outputs)
 
 
-pipeline.BatchAgent._send = _send
+Emitter.enqueue = _enqueue
 
 if __name__ == "__main__":
     main(["worker"])
