@@ -37,7 +37,25 @@ def _fail(message: str, fix: str | None = None) -> None:
     sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Lepton(click.Group):
+    """Turns the errors a user can act on into a message and a fix, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from connectors.kafka_config import BrokerUnreachable
+        from connectors.replay import ReplayError
+        from models.registry import RegistryError
+
+        try:
+            return super().invoke(ctx)
+        except BrokerUnreachable as exc:
+            _fail(str(exc), "`lepton status` checks the connection; unset LEPTON_KAFKA_BOOTSTRAP for the embedded broker")
+        except RegistryError as exc:
+            _fail(str(exc), "`lepton models list` shows what is registered; `lepton train PIPELINE` adds a model")
+        except (ReplayError, FileNotFoundError) as exc:
+            _fail(str(exc), "check the file's path and columns (see README, 'Data files')")
+
+
+@click.group(cls=_Lepton, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", type=click.Path(path_type=Path), help="Models and state (LEPTON_HOME, default .lepton).")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (LEPTON_LOG_LEVEL).")
 @click.pass_context

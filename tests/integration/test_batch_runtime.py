@@ -154,3 +154,28 @@ def test_rebalance_mid_batch_loses_nothing(deployment: Deployment) -> None:
         wait_for(lambda: deployment.committed("transactions") == produced, 60, "offsets committed")
     finally:
         scores.close()
+
+
+def test_dead_letters_replayed_after_a_fix_are_scored(deployment: Deployment) -> None:
+    from connectors.dead_letter_replay import replay
+    from streams.settings import Settings
+
+    big = [(b"card-1", json.dumps({"id": f"big-{i}", "ts": NOW, "card": "card-1", "merchant": "m",
+                                   "amount": 2_000_000.0}).encode()) for i in range(5)]
+    deployment.produce("transactions", big + transactions(20, "ok"))
+    strict = deployment.worker().start()
+    letters = TopicReader(deployment.bootstrap, deployment.topic("dead-letters"), deployment.partitions)
+    scores = TopicReader(deployment.bootstrap, deployment.topic("fraud-scores"), deployment.partitions)
+    try:
+        wait_for(lambda: len(letters.poll()) >= 5 and len(scores.poll()) >= 20, 120, "5 dead letters, 20 scores")
+        assert {v["reason"] for v in letters.values} == {"out_of_range"}
+        assert strict.stop() == 0
+        # The fix: a higher limit. Restart, then send the letters back.
+        deployment.worker(LEPTON_MAX_AMOUNT="10000000").start()
+        settings = Settings(topic_prefix=deployment.prefix)
+        assert replay(settings, deployment.bootstrap, pipeline="fraud", reason="out_of_range") == 5
+        wait_for(lambda: {f"big-{i}" for i in range(5)} <= set(scores_by_id(scores)), 120,
+                 "the replayed transactions to be scored")
+    finally:
+        letters.close()
+        scores.close()
