@@ -108,7 +108,7 @@ class BatchAgent:
             valid = []
         outputs += letters
         if outputs:
-            delivery = await self.emitter.enqueue(outputs)
+            delivery = await self.emitter.enqueue(outputs, batch.partition)
             self._inflight.append(asyncio.ensure_future(self._confirm(batch, delivery, outputs, valid)))
             while self._inflight and (self._inflight[0].done() or len(self._inflight) > self.max_inflight):
                 await self._inflight.popleft()
@@ -153,7 +153,7 @@ class BatchAgent:
                             self.pipeline.name, attempt + 1, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                delivery = await self.emitter.enqueue(outputs)
+                delivery = await self.emitter.enqueue(outputs, batch.partition)
         batch.mark_complete()
         if valid:
             done = time.time()

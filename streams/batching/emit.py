@@ -26,34 +26,45 @@ class Emitter:
 
     def __init__(self, app: Any) -> None:
         self._app = app
-        self._known: set[str] = set()  # topics whose metadata is loaded
+        self._partition_counts: dict[str, int] = {}  # topic -> partitions (metadata loaded once)
 
     def _producer(self) -> Any:
         # Faust's aiokafka producer wraps an AIOKafkaProducer; its batch API
         # is what makes bulk output cheap.
         return self._app.producer._ensure_producer()
 
-    async def send(self, outputs: Iterable[Output]) -> int:
+    async def send(self, outputs: Iterable[Output], partition: int | None = None) -> int:
         """Send ``outputs`` and wait until the broker acknowledged all of them."""
-        delivery = await self.enqueue(outputs)
+        delivery = await self.enqueue(outputs, partition)
         await delivery
         return delivery.records
 
-    async def enqueue(self, outputs: Iterable[Output]) -> "Delivery":
+    async def enqueue(self, outputs: Iterable[Output], partition: int | None = None) -> "Delivery":
         """Hand ``outputs`` to the producer, in order; await the result for the broker's acks.
 
         Enqueueing several batches before their acks arrive keeps the broker
         round trip off the critical path.
+
+        With ``partition`` (the input batch's partition), every output goes to
+        that partition of its topic (modulo its partition count): outputs are
+        co-partitioned with their inputs, so a re-delivered input lands on the
+        same output partition under the same key, and no key is hashed.
+        Without it, keys are hashed with Kafka's murmur2.
         """
         producer = self._producer()
         by_tp: dict[tuple[str, int], list[Output]] = defaultdict(list)
         partition_for = producer._partition
+        counts = self._partition_counts
         for out in outputs:
-            if out.topic not in self._known:
-                await producer.client._wait_on_metadata(out.topic)
-                self._known.add(out.topic)
-            partition = partition_for(out.topic, None, None, None, out.key, None)
-            by_tp[(out.topic, partition)].append(out)
+            topic = out.topic
+            n = counts.get(topic)
+            if n is None:
+                n = counts[topic] = len(await producer.client._wait_on_metadata(topic))
+            if partition is None:
+                p = partition_for(topic, None, None, None, out.key, None)
+            else:
+                p = partition % n
+            by_tp[(topic, p)].append(out)
         futures: list[asyncio.Future] = []
         sent = 0
         for (topic, partition), records in by_tp.items():
