@@ -18,7 +18,7 @@ from connectors.kafka_config import faust_broker_credentials
 from models.registry import ModelRegistry
 
 from . import batching, web
-from .fraud import FraudPipeline
+from .fraud import FEATURES as FRAUD_FEATURES, FraudPipeline
 from .health import Health
 from .model_slot import ModelSlot
 from .pipeline import BatchAgent, Pipeline
@@ -34,6 +34,9 @@ def _fraud(slot: ModelSlot, topics: Topics) -> Pipeline:
 
 
 #: pipeline name -> factory taking its model slot
+#: the feature columns each pipeline computes (a model must expect exactly these)
+PIPELINE_FEATURES: dict[str, list[str]] = {"fraud": FRAUD_FEATURES}
+
 PIPELINE_FACTORIES: dict[str, Callable[[ModelSlot, Topics], Pipeline]] = {"fraud": _fraud}
 
 
@@ -87,7 +90,7 @@ def create_app(settings: Settings, bootstrap: str) -> Runtime:
     registry = ModelRegistry(settings.models_dir)
     limits = Limits.from_settings(settings)
     for name in settings.pipelines:
-        slot = ModelSlot(registry, name, threads=settings.onnx_threads)
+        slot = ModelSlot(registry, name, threads=settings.onnx_threads, features=PIPELINE_FEATURES.get(name))
         slot.load_now()
         agent = BatchAgent(app, PIPELINE_FACTORIES[name](slot, settings.topics), limits, settings.topics,
                            max_inflight_batches=settings.max_inflight_batches)

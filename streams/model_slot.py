@@ -24,10 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class ModelSlot:
-    def __init__(self, registry: ModelRegistry, pipeline: str, threads: int = 1) -> None:
+    def __init__(self, registry: ModelRegistry, pipeline: str, threads: int = 1,
+                 features: list[str] | None = None) -> None:
         self.registry = registry
         self.pipeline = pipeline
         self.threads = threads
+        self.features = features  # what the pipeline computes; a model must expect exactly these
         self.scorer: OnnxScorer | None = None
         self._token: str | None = None
         self._refused: str | None = None  # token of a champion we refused to load
@@ -39,7 +41,7 @@ class ModelSlot:
     def load_now(self) -> OnnxScorer:
         """Load the champion synchronously (at start-up); raise if there is none."""
         token = self.registry.champion_token(self.pipeline)
-        scorer = OnnxScorer.from_registry(self.registry, self.pipeline, threads=self.threads)
+        scorer = self._load()
         self._install(scorer, token)
         return scorer
 
@@ -49,9 +51,7 @@ class ModelSlot:
         if token == self._token or token == self._refused:
             return False
         try:
-            scorer = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: OnnxScorer.from_registry(self.registry, self.pipeline, threads=self.threads)
-            )
+            scorer = await asyncio.get_running_loop().run_in_executor(None, self._load)
         except (ModelCheckError, RegistryError, OSError, ValueError) as exc:
             self._refused = token
             metrics.MODEL_LOAD_FAILURES.labels(self.pipeline).inc()
@@ -62,6 +62,16 @@ class ModelSlot:
         self._install(scorer, token)
         log.info("%s: now serving model version %s", self.pipeline, scorer.meta.version)
         return True
+
+    def _load(self) -> OnnxScorer:
+        scorer = OnnxScorer.from_registry(self.registry, self.pipeline, threads=self.threads)
+        if self.features is not None and list(scorer.meta.features) != list(self.features):
+            raise ModelCheckError(
+                f"{self.pipeline} v{scorer.meta.version} expects features {scorer.meta.features[:4]}… "
+                f"({len(scorer.meta.features)}), this worker computes {len(self.features)}: "
+                f"retrain with this version (`lepton train {self.pipeline}`)"
+            )
+        return scorer
 
     def _install(self, scorer: OnnxScorer, token: str) -> None:
         old = self.version
