@@ -63,8 +63,8 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float) -> None
         procs += [_spawn(["produce", name, "--rate", str(rate), "--count", str(10**12)], env, log)
                   for name in DEMO_PIPELINES]
         url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-        console.print(f"metrics: {url}  (scrape it with Prometheus: deploy/prometheus.yml; "
-                      f"Grafana: deploy/grafana/)   logs: {settings.home / 'demo.log'}   Ctrl-C stops")
+        console.print(f"metrics: {url}  (point Prometheus at it: a scrape job like deploy/prometheus.yml's, "
+                      f"target 127.0.0.1:{settings.metrics_port})   logs: {settings.home / 'demo.log'}   Ctrl-C stops")
         view = LiveView(url, DEMO_PIPELINES)
         alerts = KafkaConsumer(settings.topics.alerts, bootstrap_servers=bootstrap, auto_offset_reset="latest",
                                enable_auto_commit=False)
