@@ -18,15 +18,15 @@ _original_enqueue = Emitter.enqueue
 _batches = 0
 
 
-async def _enqueue(self: Emitter, outputs: list):
+async def _enqueue(self: Emitter, outputs: list, partition: int | None = None):
     global _batches
     _batches += 1
     if SLEEP:
         await asyncio.sleep(SLEEP)
     if CRASH_AT and _batches == CRASH_AT and len(outputs) > 1:
-        await (await _original_enqueue(self, outputs[: len(outputs) // 2]))
+        await (await _original_enqueue(self, outputs[: len(outputs) // 2], partition))
         os._exit(137)
-    return await _original_enqueue(self, outputs)
+    return await _original_enqueue(self, outputs, partition)
 
 
 Emitter.enqueue = _enqueue
