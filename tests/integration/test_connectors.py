@@ -33,19 +33,14 @@ from connectors.producer import KEY_FIELDS, produce, produce_raw, schedule, unzi
 from connectors.replay import ReplayError, read_events
 from streams.settings import Settings
 
+import support
+
 ROOT = Path(__file__).resolve().parents[2]
 integration = pytest.mark.integration
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+    return support.wait_for(condition, timeout, what, every=0.02)
 
 
 @pytest.fixture
