@@ -259,16 +259,26 @@ def status(settings: Settings, as_json: bool) -> None:
 # --- bench -------------------------------------------------------------------------
 
 @main.command()
-@click.option("--events", type=int, default=200_000, show_default=True)
+@click.option("--events", type=int, default=200_000, show_default=True, help="Events per pipeline's input topic.")
 @click.option("--runs", type=int, default=3, show_default=True, help="Alternating runs per variant.")
-@click.option("--variants", default="lepton,faust", show_default=True)
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
+@click.option("--variants", default="lepton,faust,quix", show_default=True,
+              help="Fraud variants: lepton, faust (plain agent), quix (Quix Streams; needs the bench extra).")
+@click.option("--pipelines", default=None, help="Comma-separated (default: fraud plus the other pipelines that exist).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the result as JSON.")
+@click.option("--plot", "plot_out", type=click.Path(path_type=Path), default=None, help="Write a PNG chart.")
+@click.option("--latency-seconds", type=float, default=20.0, show_default=True,
+              help="Length of each paced latency run (0: skip latency).")
+@click.option("--quix-python", default=None, help="Python with quixstreams, if not this one (LEPTON_BENCH_QUIX_PYTHON).")
 @click.pass_obj
-def bench(settings: Settings, events: int, runs: int, variants: str, json_out: Path | None) -> None:
-    """Throughput of the batch path against a plain per-event Faust agent."""
+def bench(settings: Settings, events: int, runs: int, variants: str, pipelines: str | None, json_out: Path | None,
+          plot_out: Path | None, latency_seconds: float, quix_python: str | None) -> None:
+    """Throughput, latency and CPU of Lepton against a plain Faust agent and Quix Streams."""
     from .bench import run_bench
 
-    run_bench(settings, events=events, runs=runs, variants=variants.split(","), json_out=json_out)
+    run_bench(settings, events=events, runs=runs, variants=variants.split(","),
+              pipelines=pipelines.split(",") if pipelines else None, json_out=json_out, plot_out=plot_out,
+              latency_seconds=latency_seconds, quix_python=quix_python,
+              command=" ".join(["lepton", *sys.argv[1:]]))
 
 
 # --- demo --------------------------------------------------------------------------

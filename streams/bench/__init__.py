@@ -1,49 +1,135 @@
 """``lepton bench``: the same fraud workload done several ways, in one run.
 
-The input topic is filled once with N synthetic transactions. Each variant
-then runs as its own worker process under a fresh consumer group, reading
-all N from the start; the variants alternate, ``runs`` times each, and the
-medians are reported. Measured per run, from the output topic and the
-worker's /proc entry:
+Variants (each a worker process of its own, under a fresh consumer group):
 
-* events/s from the first to the last output record (broker timestamps), so
-  process start-up and the consumer-group join are excluded;
+* ``lepton``: ``lepton worker --pipelines fraud``, as shipped (batch path, the fraud
+  pipeline's features, ONNX, whatever else it does: alerts, metrics, online learning);
+* ``faust``: a plain Faust agent, ``async for`` and one ONNX call and one
+  ``await topic.send()`` per event (:mod:`streams.bench.plain_faust`);
+* ``quix``: a Quix Streams app, ``app.dataframe(topic).apply(score).to_topic(out)``
+  (:mod:`streams.bench.quix_app`; needs ``quixstreams``, the ``bench`` extra, in
+  this interpreter or in the one named by ``--quix-python`` /
+  ``LEPTON_BENCH_QUIX_PYTHON``, else it is skipped with the reason).
+
+Throughput. The input topic is filled once with N synthetic transactions; the
+variants alternate, ``runs`` times each, every run reading all N from the
+start; medians are reported. A run is measured after the fact from the
+output topic and from samples of the worker's /proc CPU time, so the harness
+reads nothing while the variant works:
+
+* events/s from the first to the last output record (their producer
+  timestamps): process start-up and the consumer-group join are excluded;
 * CPU seconds per 1,000 events over the same span.
 
-The machine is shared and noisy: the ratio between variants measured in the
-same run is the figure to trust, not an absolute number.
+Latency. Each variant, on topics of its own, gets a paced load
+(:mod:`streams.bench.load`, event ``ts`` = send time) at 50 % of the slowest
+variant's median throughput; Lepton also at 50 % of its own. Latency is the
+output record's timestamp minus its input's send time (carried in the id);
+the first seconds are warm-up and not counted.
+
+Other pipelines (sentiment, anomaly): when ``streams.app.PIPELINE_FACTORIES``
+has them, their Lepton throughput is measured the same way (``--pipelines``).
+
+The machine is shared and noisy: the ratios between variants measured in the
+same run are the figures to trust, not the absolute numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import importlib.util
 import json
 import os
+import platform
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from ..settings import Settings
 
-VARIANTS: dict[str, list[str]] = {
-    "lepton": [sys.executable, "-m", "streams.cli", "worker", "--pipelines", "fraud"],
-    "faust": [sys.executable, "-m", "streams.bench.plain_faust"],
-}
+ROOT = Path(__file__).resolve().parents[2]
+FRAUD_VARIANTS = ("lepton", "faust", "quix")
+OTHER_PIPELINES = ("sentiment", "anomaly")
+LABELS = {"lepton": "Lepton", "faust": "plain Faust", "quix": "Quix Streams"}
+QUIX_PYTHON_ENV = "LEPTON_BENCH_QUIX_PYTHON"
+TARGETS = {"ratio_vs_faust": 15.0, "ratio_vs_quix": 4.0, "latency_p99_ms": 250.0}
+WARMUP_S = 3.0  # the first seconds of a paced load (at most a quarter) are not counted in its latency
+STALL_S = 90.0  # a run with no new output for this long has failed
+SAMPLE_S = 0.05  # CPU sampling period
+
+
+class BenchError(RuntimeError):
+    """A variant failed or stalled; the message says which and shows its log's tail."""
 
 
 @dataclass
 class RunResult:
+    pipeline: str
     variant: str
     run: int
     events: int
     seconds: float
     events_per_s: float
     cpu_s_per_1k: float
+    startup_s: float  # process start to its first output (not part of events/s)
 
+
+@dataclass
+class LatencyResult:
+    variant: str
+    basis: str
+    target_rate_per_s: float
+    achieved_rate_per_s: float
+    events: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+# --- variants --------------------------------------------------------------------------------
+
+def _python_has(python: str, module: str) -> bool:
+    check = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    try:
+        return subprocess.run([python, "-c", check], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def quix_interpreter(quix_python: str | None = None) -> tuple[str | None, str | None]:
+    """(python to run the Quix variant with, None) or (None, why it cannot run)."""
+    explicit = quix_python or os.environ.get(QUIX_PYTHON_ENV)
+    if explicit:
+        if _python_has(explicit, "quixstreams"):
+            return explicit, None
+        return None, f"{explicit} cannot import quixstreams"
+    if importlib.util.find_spec("quixstreams") is not None:
+        return sys.executable, None
+    return None, ("quixstreams is not installed in this environment: install the `bench` extra "
+                  f"(pip install -e '.[bench]'), or point --quix-python / {QUIX_PYTHON_ENV} at a Python that has it")
+
+
+def variant_command(variant: str, pipeline: str, quix_python: str | None = None) -> list[str]:
+    if variant == "lepton":
+        return [sys.executable, "-m", "streams.cli", "worker", "--pipelines", pipeline]
+    if variant == "faust":
+        return [sys.executable, "-m", "streams.bench.plain_faust"]
+    if variant == "quix":
+        python, why = quix_interpreter(quix_python)
+        if python is None:
+            raise BenchError(why)
+        return [python, "-m", "streams.bench.quix_app"]
+    raise ValueError(f"unknown variant {variant!r}; available: {list(FRAUD_VARIANTS)}")
+
+
+# --- helpers ---------------------------------------------------------------------------------
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -51,132 +137,564 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return float("nan")
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _prefill(settings: Settings, bootstrap: str, n: int) -> None:
-    from connectors.generators import make_generator
-    from connectors.producer import produce
+class _CpuSampler(threading.Thread):
+    """Samples (wall clock, CPU seconds) of a process; ``at(t)`` interpolates."""
 
-    gen = make_generator("fraud", seed=42, rate_per_s=10_000.0)
-    now = time.time()
-    events = ({**event, "ts": now} for event, _ in gen)  # fresh event times: latency is meaningful
-    produce(settings, bootstrap, "fraud", events, rate=None, count=n, progress=True)
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            cpu = _cpu_seconds(self.pid)
+            if cpu is None:
+                return
+            self.samples.append((time.time(), cpu))
+            self._stop_event.wait(SAMPLE_S)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+    def at(self, t: float) -> float:
+        import numpy as np
+
+        if not self.samples:
+            return float("nan")
+        ts, cpu = zip(*self.samples)
+        return float(np.interp(t, ts, cpu))
 
 
+def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def _run_variant(settings: Settings, bootstrap: str, variant: str, run: int, expected: int,
-                 timeout_s: float) -> RunResult:
-    from kafka import KafkaConsumer, TopicPartition
-
-    from connectors.admin import topic_offsets
-
-    out_topic = settings.topics.pipeline("fraud").output
-    start = topic_offsets(bootstrap, [out_topic], settings=settings)[out_topic]
-    env = dict(
-        os.environ,
-        LEPTON_KAFKA_BOOTSTRAP=bootstrap,
-        LEPTON_APP_ID=f"bench-{variant}-{run}-{int(time.time())}",
-        LEPTON_METRICS_PORT=str(_free_port()),
-        LEPTON_HOME=str(settings.home),
-        LEPTON_PARTITIONS=str(settings.partitions),
-        LEPTON_LOG_LEVEL="WARNING",
-    )
-    proc = subprocess.Popen(VARIANTS[variant], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=32 << 20)
-    tps = [TopicPartition(out_topic, p) for p in start]
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, start[tp.partition])
-    seen = 0
-    first_ts = last_ts = None
-    cpu_first = cpu_last = 0.0
-    deadline = time.monotonic() + timeout_s
+def _machine() -> str:
+    model = ""
     try:
-        while seen < expected:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.poll() is not None else ""
-                raise RuntimeError(f"{variant}: {seen}/{expected} outputs before giving up. {err}")
-            for records in consumer.poll(timeout_ms=500, max_records=100_000).values():
-                if first_ts is None and records:
-                    first_ts = records[0].timestamp / 1000.0
-                    cpu_first = _cpu_seconds(proc.pid)
-                seen += len(records)
-                for r in records:
-                    last_ts = max(last_ts or 0.0, r.timestamp / 1000.0)
-        cpu_last = _cpu_seconds(proc.pid)
-    finally:
-        consumer.close()
-        proc.terminate()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} cores{f' ({model})' if model else ''}{mem}, {platform.system()} {platform.machine()}, " \
+           f"Python {platform.python_version()}"
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+# --- one benchmark session -------------------------------------------------------------------
+
+@dataclass
+class _Session:
+    settings: Settings
+    bootstrap: str
+    prefix: str
+    logs: Path
+    quix_python: str | None
+    echo: Callable[[str], None]
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    show_progress: bool = True
+    tick_ms: float = 2.0  # paced load: one send (a record batch per partition) every tick
+
+    @contextlib.contextmanager
+    def progress(self, what: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A transient progress bar of outputs (on stderr) while a variant works."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn(f"    {what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True, disable=not self.show_progress) as bar:
+            task = bar.add_task(what, total=total)
+            yield lambda n: bar.update(task, completed=min(n, total))
+
+    # topics -------------------------------------------------------------------------------
+    def topics(self, prefix: str):
+        return self.settings.model_copy(update={"topic_prefix": prefix}).topics
+
+    def create_topics(self, prefix: str, pipelines: list[str]) -> None:
+        """The topics the variants use (a Lepton worker creates the others it wants)."""
+        from connectors.admin import ensure_topics
+
+        topics = self.topics(prefix)
+        names = [topics.alerts, topics.dead_letters, topics.model_updates]
+        for p in pipelines:
+            t = topics.pipeline(p)
+            names += [t.input, t.output, t.feedback]
+        ensure_topics(self.bootstrap, names, self.settings.partitions, settings=self.settings)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        from connectors.admin import topic_offsets
+
+        return topic_offsets(self.bootstrap, [topic], settings=self.settings).get(topic, {})
+
+    def read(self, topic: str, start: dict[int, int], end: dict[int, int], values: bool):
+        """Records of ``topic`` in [start, end) per partition: (timestamp ms, value or None)."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                 fetch_max_bytes=64 << 20, max_partition_fetch_bytes=32 << 20,
+                                 client_id="lepton-bench-reader")
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    span = max(1e-6, (last_ts or 0.0) - (first_ts or 0.0))
-    return RunResult(variant, run, seen, span, seen / span, (cpu_last - cpu_first) / seen * 1000.0)
+            todo = {TopicPartition(topic, p): e for p, e in end.items() if e > start.get(p, 0)}
+            consumer.assign(list(todo))
+            for tp in todo:
+                consumer.seek(tp, start.get(tp.partition, 0))
+            out: list[tuple[int, bytes | None]] = []
+            deadline = time.monotonic() + 120
+            while todo and time.monotonic() < deadline:
+                for tp, records in consumer.poll(timeout_ms=1000, max_records=200_000).items():
+                    stop = todo.get(tp)
+                    if stop is None:
+                        continue
+                    for r in records:
+                        if r.offset < stop:
+                            out.append((r.timestamp, r.value if values else None))
+                    if records and records[-1].offset + 1 >= stop:
+                        del todo[tp]
+                        consumer.pause(tp)
+            if todo:
+                raise BenchError(f"could not read {topic} to its end offsets {end}")
+            return out
+        finally:
+            consumer.close()
+
+    # processes ----------------------------------------------------------------------------
+    def start(self, variant: str, pipeline: str, prefix: str, tag: str) -> tuple[subprocess.Popen, Path]:
+        env = dict(
+            os.environ,
+            LEPTON_KAFKA_BOOTSTRAP=self.bootstrap,
+            LEPTON_TOPIC_PREFIX=prefix,
+            LEPTON_APP_ID=f"bench-{tag}-{int(time.time() * 1000)}",
+            LEPTON_METRICS_PORT=str(_free_port()),
+            LEPTON_HOME=str(self.settings.home.resolve()),
+            LEPTON_PARTITIONS=str(self.settings.partitions),
+            LEPTON_SESSION_TIMEOUT_S=str(self.settings.session_timeout_s),
+            LEPTON_HEARTBEAT_INTERVAL_S=str(self.settings.heartbeat_interval_s),
+            LEPTON_LOG_LEVEL="WARNING",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        )
+        log = self.logs / f"{tag}.log"
+        cmd = variant_command(variant, pipeline, self.quix_python)
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        self.procs.append(proc)
+        return proc, log
+
+    def stop(self, proc: subprocess.Popen, wait: bool = False) -> None:
+        """SIGTERM; the process shuts down in the background (``stop_all`` waits for all)."""
+        if proc.poll() is None:
+            proc.terminate()
+
+        def reap() -> None:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+        if wait:
+            reap()
+            if proc in self.procs:
+                self.procs.remove(proc)
+        else:
+            threading.Thread(target=reap, daemon=True).start()
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc, wait=True)
+
+    @staticmethod
+    def tail(log: Path, n: int = 3000) -> str:
+        try:
+            return log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def wait_outputs(self, proc: subprocess.Popen, log: Path, topic: str, start: dict[int, int], expected: int,
+                     what: str, stall_s: float = STALL_S, poll_s: float = 1.0) -> dict[int, int]:
+        """Poll the output topic's end offsets until ``expected`` new records; return the end offsets.
+
+        Rarely: each poll is a short-lived client, and the timing comes from the records, not from here.
+        """
+        seen, last_change = -1, time.monotonic()
+        with self.progress(what, expected) as update:
+            while True:
+                end = self.end_offsets(topic)
+                count = sum(e - start.get(p, 0) for p, e in end.items())
+                update(count)
+                if count >= expected:
+                    return end
+                if count != seen:
+                    seen, last_change = count, time.monotonic()
+                if proc.poll() is not None:
+                    raise BenchError(f"{what}: the process exited ({proc.returncode}) after {count:,}/{expected:,} "
+                                     f"outputs; log {log}:\n{self.tail(log)}")
+                if time.monotonic() - last_change > stall_s:
+                    raise BenchError(f"{what}: no new output for {stall_s:.0f}s at {count:,}/{expected:,}; "
+                                     f"log {log}:\n{self.tail(log)}")
+                time.sleep(poll_s)
+
+    # throughput ---------------------------------------------------------------------------
+    def throughput(self, pipeline: str, variant: str, run: int, expected: int) -> RunResult:
+        out_topic = self.topics(self.prefix).pipeline(pipeline).output
+        start = self.end_offsets(out_topic)
+        tag = f"{pipeline}-{variant}-run{run}"
+        launched = time.time()
+        proc, log = self.start(variant, pipeline, self.prefix, tag)
+        sampler = _CpuSampler(proc.pid)
+        sampler.start()
+        try:
+            end = self.wait_outputs(proc, log, out_topic, start, expected, f"{variant} ({pipeline}, run {run + 1})")
+            time.sleep(2 * SAMPLE_S)
+        finally:
+            sampler.stop()
+            self.stop(proc)
+        stamps = [ts for ts, _ in self.read(out_topic, start, end, values=False)]
+        first, last = min(stamps) / 1000.0, max(stamps) / 1000.0
+        span = max(last - first, 1e-3)
+        cpu = sampler.at(last) - sampler.at(first)
+        n = len(stamps)
+        return RunResult(pipeline, variant, run, n, span, n / span, cpu / n * 1000.0, first - launched)
+
+    # latency ------------------------------------------------------------------------------
+    def latency(self, variant: str, segments: list[tuple[float, str]], seconds: float, k: int,
+                report: Callable[[LatencyResult], None] = lambda r: None) -> list[LatencyResult]:
+        """One worker of ``variant`` on topics of its own; a paced load per (rate, basis), one after the other."""
+        from kafka import KafkaProducer
+
+        prefix = f"{self.prefix}lat{k}-{variant}."
+        self.create_topics(prefix, ["fraud"])
+        topics = self.topics(prefix).pipeline("fraud")
+        tag = f"fraud-{variant}-latency"
+        proc, log = self.start(variant, "fraud", prefix, tag)
+        results = []
+        try:
+            # Probe until the variant answers: its start-up and group join are not latency.
+            producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
+            probes, deadline = 0, time.monotonic() + 180
+            try:
+                while not sum(self.end_offsets(topics.output).values()):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise BenchError(f"{variant} (latency): never answered a probe; log {log}:\n{self.tail(log)}")
+                    event = {"id": f"probe-{probes}", "ts": time.time(), "card": "card-probe",
+                             "merchant": "term-probe", "amount": 10.0, "country": "FR"}
+                    producer.send(topics.input, key=b"card-probe", value=json.dumps(event).encode())
+                    producer.flush()
+                    probes += 1
+                    time.sleep(0.5)
+            finally:
+                producer.close()
+            for i, (rate, basis) in enumerate(segments):
+                time.sleep(1.0 if i else 0.2)
+                start = self.end_offsets(topics.output)
+                load = subprocess.run(
+                    [sys.executable, "-m", "streams.bench.load", "--bootstrap", self.bootstrap, "--topic",
+                     topics.input, "--pipeline", "fraud", "--rate", str(rate), "--seconds", str(seconds),
+                     "--tick-ms", str(self.tick_ms)],
+                    cwd=ROOT, capture_output=True, text=True, timeout=seconds * 3 + 120,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+                if load.returncode != 0:
+                    raise BenchError(f"the load generator failed:\n{load.stderr[-3000:]}")
+                sent = json.loads(load.stdout)
+                end = self.wait_outputs(proc, log, topics.output, start, sent["sent"], f"{variant} (latency)", 60)
+                result = self._latencies(variant, basis, rate, sent, topics.output, start, end, seconds)
+                report(result)
+                results.append(result)
+        finally:
+            self.stop(proc)
+        return results
+
+    def _latencies(self, variant: str, basis: str, rate: float, sent: dict[str, Any], topic: str,
+                   start: dict[int, int], end: dict[int, int], seconds: float) -> LatencyResult:
+        import orjson
+
+        from .load import latency_id_time
+
+        cutoff = sent["started"] + min(WARMUP_S, 0.25 * seconds)
+        lat = []
+        for ts_ms, value in self.read(topic, start, end, values=True):
+            try:
+                sent_at = latency_id_time(str(orjson.loads(value)["id"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+            if sent_at is not None and sent_at >= cutoff:
+                lat.append(ts_ms - sent_at * 1000.0)
+        return LatencyResult(variant, basis, rate, sent["sent"] / sent["seconds"], len(lat),
+                             _percentile(lat, 50), _percentile(lat, 99), max(lat) if lat else float("nan"))
 
 
-def run_bench(settings: Settings, *, events: int, runs: int, variants: list[str],
-              json_out: Path | None = None, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Run the benchmark; print a table; return (and optionally write) the result."""
+# --- models ----------------------------------------------------------------------------------
+
+def _ensure_model(settings: Settings, pipeline: str, echo: Callable[[str], None]) -> str | None:
+    """None when ``pipeline`` has a champion (trained here if needed), else why not."""
     from models.registry import ModelRegistry
     from models.train import train_pipeline
 
-    from ..kafka_session import kafka
+    if ModelRegistry(settings.models_dir).champion(pipeline) is not None:
+        return None
+    echo(f"no {pipeline} model in {settings.models_dir}: training one (once)")
+    try:
+        train_pipeline(settings, pipeline, progress=True)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
-    unknown = set(variants) - set(VARIANTS)
+
+def _available_pipelines(requested: list[str]) -> tuple[list[str], dict[str, str]]:
+    from ..app import PIPELINE_FACTORIES
+
+    chosen, skipped = [], {}
+    for p in requested:
+        if p in PIPELINE_FACTORIES:
+            chosen.append(p)
+        else:
+            skipped[p] = f"no '{p}' pipeline in streams.app.PIPELINE_FACTORIES yet"
+    return chosen, skipped
+
+
+def baseline_features(settings: Settings) -> str:
+    """Which features the baselines compute for the registered fraud model (see :mod:`.scoring`)."""
+    from models.registry import ModelRegistry
+
+    from .scoring import featurizer_for
+
+    meta = ModelRegistry(settings.models_dir).champion("fraud")
+    return featurizer_for(meta.features, meta.extra)[1] if meta is not None else "unknown"
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+def run_bench(
+    settings: Settings,
+    *,
+    events: int,
+    runs: int,
+    variants: list[str] | None = None,
+    pipelines: list[str] | None = None,
+    json_out: Path | None = None,
+    plot_out: Path | None = None,
+    latency_seconds: float = 20.0,
+    quix_python: str | None = None,
+    command: str | None = None,
+    echo: Callable[[str], None] | None = None,
+    progress: bool = True,
+    latency_variants: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark; print a table; return (and optionally write) the result.
+
+    ``variants``: fraud variants (default all three; one that cannot run here is
+    skipped, with the reason in ``skipped``). ``pipelines``: default fraud plus
+    the other pipelines that exist. ``latency_seconds`` = 0 skips latency;
+    ``latency_variants`` limits it to some variants (default: all measured).
+    """
+    import logging
+
+    echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    chatty = [logging.getLogger(name) for name in ("kafka", "connectors.admin", "aiokafka")]
+    levels = [logger.level for logger in chatty]
+    for logger in chatty:  # the harness's own short-lived clients
+        logger.setLevel(logging.CRITICAL)
+    try:
+        return _run(settings, events, runs, variants, pipelines, json_out, plot_out, latency_seconds, quix_python,
+                    command, echo, progress, latency_variants)
+    finally:
+        for logger, level in zip(chatty, levels):
+            logger.setLevel(level)
+
+
+def _run(settings: Settings, events: int, runs: int, variants: list[str] | None, pipelines: list[str] | None,
+         json_out: Path | None, plot_out: Path | None, latency_seconds: float, quix_python: str | None,
+         command: str | None, echo: Callable[[str], None], progress: bool,
+         latency_variants: list[str] | None) -> dict[str, Any]:
+    from ..kafka_session import kafka
+    from .load import prefill
+
+    variants = list(variants or FRAUD_VARIANTS)
+    unknown = set(variants) - set(FRAUD_VARIANTS)
     if unknown:
-        raise ValueError(f"unknown variant(s) {sorted(unknown)}; available: {sorted(VARIANTS)}")
-    if ModelRegistry(settings.models_dir).champion("fraud") is None:
-        train_pipeline(settings, "fraud", progress=True)
+        raise ValueError(f"unknown variant(s) {sorted(unknown)}; available: {list(FRAUD_VARIANTS)}")
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        raise ValueError("lepton bench runs on the embedded broker or a plaintext cluster")
+    settings = settings.model_copy(update={"home": settings.home.resolve()})
+    skipped: dict[str, str] = {}
+    if "quix" in variants:
+        python, why = quix_interpreter(quix_python)
+        if python is None:
+            skipped["quix"] = why
+            variants.remove("quix")
+            echo(f"skipping quix: {why}")
+        else:
+            quix_python = python
+    requested = pipelines if pipelines is not None else ["fraud", *OTHER_PIPELINES]
+    chosen, not_there = _available_pipelines(requested)
+    skipped.update(not_there if pipelines is not None else {})
+    for p in list(chosen):
+        why = _ensure_model(settings, p, echo)
+        if why:
+            skipped[p] = why
+            chosen.remove(p)
+    workloads = [(p, v) for p in chosen for v in (variants if p == "fraud" else ["lepton"])]
+    if not workloads:
+        raise ValueError(f"nothing to measure: {skipped}")
+
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = settings.home / "bench" / stamp
+    logs.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
-    with kafka(settings) as bootstrap:
-        _prefill(settings, bootstrap, events)
-        for run in range(runs):
-            for variant in variants:
-                r = _run_variant(settings, bootstrap, variant, run, events, timeout_s)
-                print(f"  run {run + 1}/{runs} {variant:<8} {r.events_per_s:>10,.0f} events/s  "
-                      f"{r.cpu_s_per_1k:6.3f} CPU s/1k events", flush=True)
-                results.append(r)
-    summary: dict[str, Any] = {"events": events, "runs": runs, "machine": _machine(), "variants": {}}
-    for variant in variants:
-        mine = [r for r in results if r.variant == variant]
-        summary["variants"][variant] = {
+    latencies: list[LatencyResult] = []
+    with kafka(settings, create_topics=False) as bootstrap:
+        session = _Session(settings, bootstrap, f"{settings.topic_prefix}bench{stamp}.", logs, quix_python, echo,
+                           show_progress=progress)
+        try:
+            session.create_topics(session.prefix, chosen)
+            for p in chosen:
+                topic = session.topics(session.prefix).pipeline(p).input
+                t0 = time.monotonic()
+                prefill(bootstrap, topic, p, events)
+                echo(f"prefilled {topic} with {events:,} events in {time.monotonic() - t0:.1f}s")
+            for run in range(runs):
+                for p, v in workloads:
+                    r = session.throughput(p, v, run, events)
+                    results.append(r)
+                    echo(f"  run {run + 1}/{runs} {p:<9} {v:<7} {r.events_per_s:>10,.0f} events/s  "
+                         f"{r.cpu_s_per_1k:6.3f} CPU s/1k events  (first output {r.startup_s:.1f}s after start)")
+            medians = {v: statistics.median(r.events_per_s for r in results if r.pipeline == "fraud" and r.variant == v)
+                       for p, v in workloads if p == "fraud"}
+            if latency_seconds > 0 and medians:
+                slowest = min(medians.values())
+                plan = {v: [(0.5 * slowest, "50% of the slowest variant's max")] for v in medians
+                        if latency_variants is None or v in latency_variants}
+                if "lepton" in plan:
+                    plan["lepton"].append((0.5 * medians["lepton"], "50% of Lepton's max"))
+
+                def report(lr: LatencyResult) -> None:
+                    echo(f"  latency {lr.variant:<7} at {lr.achieved_rate_per_s:>8,.0f} events/s ({lr.basis}): "
+                         f"p50 {lr.p50_ms:,.1f} ms  p99 {lr.p99_ms:,.1f} ms  ({lr.events:,} events counted)")
+
+                for k, (v, segments) in enumerate(plan.items()):
+                    latencies += session.latency(v, segments, latency_seconds, k, report)
+        finally:
+            session.stop_all()
+
+    summary = _summarize(settings, events, runs, workloads, results, latencies, skipped)
+    summary.update(started=started, command=command, revision=_git_revision(), logs=str(logs),
+                   latency_seconds=latency_seconds, warmup_s=WARMUP_S)
+    print_table(summary)
+    if json_out is not None:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(summary, indent=2))
+    if plot_out is not None:
+        from .chart import plot
+
+        plot(summary, Path(plot_out))
+    return summary
+
+
+def _summarize(settings: Settings, events: int, runs: int, workloads: list[tuple[str, str]],
+               results: list[RunResult], latencies: list[LatencyResult], skipped: dict[str, str]) -> dict[str, Any]:
+    features = baseline_features(settings) if any(v != "lepton" for _, v in workloads) else None
+    summary: dict[str, Any] = {"events": events, "runs": runs, "machine": _machine(), "partitions": settings.partitions,
+                               "variants": {}, "ratio_vs_faust": None, "ratio_vs_quix": None}
+    for p, v in workloads:
+        mine = [r for r in results if r.pipeline == p and r.variant == v]
+        entry = {
+            "label": LABELS[v],
+            "pipeline": p,
             "events_per_s": statistics.median(r.events_per_s for r in mine),
             "cpu_s_per_1k": statistics.median(r.cpu_s_per_1k for r in mine),
             "runs": [asdict(r) for r in mine],
         }
-    if "lepton" in summary["variants"]:
-        base = summary["variants"]["lepton"]["events_per_s"]
-        for other in variants:
-            if other != "lepton":
-                summary[f"ratio_vs_{other}"] = base / summary["variants"][other]["events_per_s"]
-    _print_table(summary)
-    if json_out is not None:
-        json_out.write_text(json.dumps(summary, indent=2))
+        if p != "fraud":
+            summary.setdefault("pipelines", {})[p] = entry
+            continue
+        entry["work"] = ("as shipped: `lepton worker --pipelines fraud`" if v == "lepton"
+                         else f"per event: validation, {features} features, one ONNX call, one output")
+        own = [lr for lr in latencies if lr.variant == v and lr.basis.startswith("50% of the slowest")]
+        if own:
+            entry.update(latency_rate_per_s=own[0].achieved_rate_per_s, latency_p50_ms=own[0].p50_ms,
+                         latency_p99_ms=own[0].p99_ms)
+        if v == "lepton":
+            half = [lr for lr in latencies if lr.variant == v and lr.basis == "50% of Lepton's max"]
+            if half:
+                entry.update(latency_at_half_max_rate_per_s=half[0].achieved_rate_per_s,
+                             latency_at_half_max_p50_ms=half[0].p50_ms, latency_at_half_max_p99_ms=half[0].p99_ms)
+        summary["variants"][v] = entry
+    lepton = summary["variants"].get("lepton")
+    if lepton:
+        for other in ("faust", "quix"):
+            if other in summary["variants"]:
+                summary[f"ratio_vs_{other}"] = lepton["events_per_s"] / summary["variants"][other]["events_per_s"]
+    summary["latency"] = [asdict(lr) for lr in latencies]
+    targets: dict[str, Any] = {}
+    for key in ("ratio_vs_faust", "ratio_vs_quix"):
+        if summary[key] is not None:
+            targets[f"events_per_s_{key}"] = {"target": TARGETS[key], "measured": summary[key],
+                                              "met": summary[key] >= TARGETS[key]}
+    if lepton and "latency_at_half_max_p99_ms" in lepton:
+        p99 = lepton["latency_at_half_max_p99_ms"]
+        targets["latency_p99_ms_at_half_lepton_max"] = {"target": TARGETS["latency_p99_ms"], "measured": p99,
+                                                        "met": p99 <= TARGETS["latency_p99_ms"]}
+    summary["targets"] = targets
+    summary["skipped"] = skipped
     return summary
 
 
-def _machine() -> str:
-    return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {os.uname().machine}"
-
-
-def _print_table(summary: dict[str, Any]) -> None:
+def print_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"fraud scoring, {summary['events']:,} events, median of {summary['runs']} runs")
-    for col in ("variant", "events/s", "CPU s / 1k events"):
-        table.add_column(col, justify="right")
+    console = Console() if sys.stdout.isatty() else Console(width=110)
+    table = Table(title=f"fraud, {summary['events']:,} events, median of {summary['runs']} run(s)",
+                  caption=summary["machine"])
+    table.add_column("variant", no_wrap=True)
+    for col in ("events/s", "Lepton ×", "CPU s/1k ev", "latency in/s", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right", no_wrap=True)
+    lepton = summary["variants"].get("lepton")
+
+    def num(v: Any, fmt: str) -> str:
+        return "–" if v is None else format(v, fmt)
+
     for name, v in summary["variants"].items():
-        table.add_row(name, f"{v['events_per_s']:,.0f}", f"{v['cpu_s_per_1k']:.3f}")
-    Console().print(table)
-    for key, value in summary.items():
-        if key.startswith("ratio_vs_"):
-            print(f"{key}: {value:.1f}x")
+        ratio = lepton["events_per_s"] / v["events_per_s"] if lepton and name != "lepton" else None
+        table.add_row(v["label"], f"{v['events_per_s']:,.0f}", num(ratio, ".1f"), f"{v['cpu_s_per_1k']:.3f}",
+                      num(v.get("latency_rate_per_s"), ",.0f"), num(v.get("latency_p50_ms"), ",.1f"),
+                      num(v.get("latency_p99_ms"), ",.1f"))
+    if lepton and "latency_at_half_max_p99_ms" in lepton:
+        table.add_row("Lepton @ 50% own max", "", "", "", f"{lepton['latency_at_half_max_rate_per_s']:,.0f}",
+                      f"{lepton['latency_at_half_max_p50_ms']:,.1f}", f"{lepton['latency_at_half_max_p99_ms']:,.1f}")
+    for p, v in summary.get("pipelines", {}).items():
+        table.add_row(f"Lepton {p}", f"{v['events_per_s']:,.0f}", "", f"{v['cpu_s_per_1k']:.3f}", "", "", "")
+    console.print(table)
+    for name, t in summary.get("targets", {}).items():
+        console.print(f"{name}: {t['measured']:,.1f} (target {t['target']:g}) "
+                      f"{'[green]met[/green]' if t['met'] else '[red]missed[/red]'}")
+    for name, why in summary.get("skipped", {}).items():
+        console.print(f"[yellow]skipped {name}[/yellow]: {why}")

@@ -1,0 +1,61 @@
+"""Smoke test of ``lepton bench`` on the session's real broker: a small N, one run.
+
+It checks only that the harness produces a well-formed result (JSON keys,
+positive numbers, a PNG): the figures themselves come from the full run
+(README). Quix Streams takes part when it is installed (the ``bench`` extra, or
+``LEPTON_BENCH_QUIX_PYTHON``); otherwise the result must say why it was skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.bench import quix_interpreter, run_bench
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bench_produces_a_well_formed_result(broker: str, fraud_model_home: Path, tmp_path: Path) -> None:
+    # A short session timeout shortens each worker's first join on Tansu (about half of it): the
+    # smoke test starts four or five workers. It has no effect on the figures.
+    settings = Settings(home=fraud_model_home, kafka_bootstrap=broker, topic_prefix=f"tbench{int(time.time())}.",
+                        session_timeout_s=4.0, heartbeat_interval_s=1.0)
+    quix_ok = quix_interpreter()[0] is not None
+    json_out, png_out = tmp_path / "bench.json", tmp_path / "bench.png"
+
+    summary = run_bench(settings, events=2000, runs=1, pipelines=["fraud"], json_out=json_out, plot_out=png_out,
+                        latency_seconds=2.0, latency_variants=["lepton", "faust"],  # < 90 s with Quix too
+                        echo=lambda msg: None, progress=False)
+
+    written = json.loads(json_out.read_text())
+    assert written["ratio_vs_faust"] == pytest.approx(summary["ratio_vs_faust"])
+    assert {"ratio_vs_faust", "ratio_vs_quix", "variants", "latency", "targets", "machine", "skipped"} <= set(written)
+    expected = {"lepton", "faust"} | ({"quix"} if quix_ok else set())
+    assert set(written["variants"]) == expected
+    for name, v in written["variants"].items():
+        keys = ["events_per_s", "cpu_s_per_1k"]
+        if name != "quix":
+            keys += ["latency_p50_ms", "latency_p99_ms", "latency_rate_per_s"]
+        for key in keys:
+            assert _positive(v[key]), (name, key, v[key])
+        assert v["runs"] and v["runs"][0]["events"] >= 2000
+    assert _positive(written["ratio_vs_faust"])
+    if quix_ok:
+        assert _positive(written["ratio_vs_quix"])
+    else:
+        assert written["ratio_vs_quix"] is None and "quixstreams" in written["skipped"]["quix"]
+    lepton = written["variants"]["lepton"]
+    assert _positive(lepton["latency_at_half_max_p99_ms"])
+    assert {lr["basis"] for lr in written["latency"]} == {"50% of the slowest variant's max", "50% of Lepton's max"}
+    assert set(written["targets"]) >= {"events_per_s_ratio_vs_faust", "latency_p99_ms_at_half_lepton_max"}
+    assert png_out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
