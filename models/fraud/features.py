@@ -1,0 +1,440 @@
+"""Fraud features in event time, from per-card and per-terminal state: one implementation.
+
+The worker, the trainer and the evaluation all call :meth:`FeatureEngine.transform`
+on micro-batches and :meth:`FeatureEngine.apply_labels` when labels arrive, so
+the features a model is trained on are the features it is served: no skew.
+
+State lives in two mappings, ``card -> state`` and ``terminal -> state`` (a
+``dict`` for evaluation, a Faust table in the worker). Each key is read once and
+written at most once per call. A state is one flat run of float64 numbers, a
+small header then daily buckets (UTC days), see :data:`CARD_LAYOUT` and
+:data:`TERMINAL_LAYOUT`; at most 31 buckets for a card, ``delay + 31`` for a
+terminal. It is stored as ``bytes`` by default: reading a batch's states is
+one ``b"".join`` and writing them one ``tobytes()`` plus a slice per key, and a
+Faust table with the ``raw`` serializer stores them with no encoding cost.
+``FeatureEngine(state_format="json")`` stores plain lists of numbers instead,
+for a table with the JSON serializer (about 3 µs more per transaction);
+:func:`to_json`, :func:`from_json` and :func:`decode` convert and inspect.
+
+Windows. "The last w days" at time ``t`` (day ``d``, fraction of the day elapsed ``φ``) is
+
+    the buckets of days d-w+1 .. d (today up to t, the current transaction included)
+    + (1 - φ) × the bucket of day d-w,
+
+the exact sliding window ``(t-w, t]`` if day d-w's transactions were spread
+evenly over it. So a card keeps at most 31 buckets. Terminal windows are the
+handbook's, delayed by the label delay ``D``: ``(t-D-w, t-D]`` by transaction
+time, counting only the labels that have *arrived* (a label is applied when it
+arrives, never before), so a terminal keeps at most ``D + 31`` buckets. Labels
+also give each terminal its last known fraud and the start of its current run
+of frauds (the handbook's compromised terminals stay compromised for weeks),
+and each card its last known fraud.
+
+>>> eng = FeatureEngine(label_delay_days=7)
+>>> cards, terms = {}, {}
+>>> X = eng.transform([0.0, 3600.0], ["c1", "c1"], ["t1", "t2"], [10.0, 30.0], cards, terms)
+>>> X.shape == (2, len(FEATURES))
+True
+>>> float(X[1, FEATURES.index("card_count_1d")]), float(X[1, FEATURES.index("card_mean_1d")])
+(2.0, 20.0)
+>>> eng.apply_labels(cards, terms, ["c1"], ["t2"], [3600.0], [True], label_ts=3600.0 + 7 * 86400)
+>>> decode(terms["t2"], TERMINAL_LAYOUT)["lf"], decode(cards["c1"], CARD_LAYOUT)
+(3600.0, {'t': 3600.0, 'f': 3600.0, 'buckets': [[0.0, 2.0, 40.0, 1000.0]]})
+>>> to_json(cards["c1"])
+[3600.0, 3600.0, 0.0, 2.0, 40.0, 1000.0]
+>>> from_json(to_json(cards["c1"])) == cards["c1"]
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+import itertools
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+
+DAY = 86_400.0
+CARD_WINDOWS = (1, 7, 30)
+TERMINAL_WINDOWS = (1, 7, 30)
+CARD_KEEP_DAYS = max(CARD_WINDOWS)  # buckets older than (card's latest day - 30) are never read again
+AGE_CAP_DAYS = 40.0  # "never" for ages: longer than the handbook's compromises last
+GAP_CAP_S = 30 * DAY  # "never" for the time since the card's previous transaction
+_BIG = 1 << 24  # composite (key, day) codes key * _BIG + day: days since 1970 stay far below
+
+FEATURES: list[str] = [
+    "amount",
+    "log_amount",
+    "is_weekend",
+    "is_night",
+    *(f"card_count_{w}d" for w in CARD_WINDOWS),
+    *(f"card_mean_{w}d" for w in CARD_WINDOWS),
+    "card_log_gap",  # log1p(seconds since the card's previous transaction)
+    "card_log_ratio",  # log1p(amount) - log1p(mean amount of the card's previous 30 days)
+    "card_amount_z",  # the same against the card's spread
+    "card_fraud_age",  # days since the card's latest known fraud (AGE_CAP_DAYS: none)
+    *(f"terminal_count_{w}d" for w in TERMINAL_WINDOWS),  # labelled transactions, delayed window
+    *(f"terminal_risk_{w}d" for w in TERMINAL_WINDOWS),  # share of frauds among them
+    "terminal_fraud_age",  # days since the terminal's latest known fraud
+    "terminal_streak_age",  # days since the first fraud of its current run of known frauds
+    "terminal_last_fraud",  # 1 if the terminal's latest known label is a fraud
+    "terminal_streak_frauds",  # known frauds in that run (a lone fraud is not a compromised terminal)
+    "card_log_ratio_old",  # log1p(amount) - log1p(mean amount of the card 14..30 days ago)
+]
+_COL = {name: i for i, name in enumerate(FEATURES)}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a state is laid out: ``header`` scalars, then buckets of ``bucket`` numbers (the day first)."""
+
+    header: tuple[str, ...]
+    bucket: tuple[str, ...]
+
+
+CARD_LAYOUT = Layout(
+    # t: time of the card's latest transaction; f: time of its latest known fraud (0: none)
+    header=("t", "f"),
+    bucket=("day", "count", "sum", "sum_sq"),
+)
+TERMINAL_LAYOUT = Layout(
+    # lf/ll: transaction time of the latest known fraud / legitimate label (0: none);
+    # ss: transaction time of the first fraud after ll (0: none); sc: frauds after ll
+    header=("lf", "ll", "ss", "sc"),
+    bucket=("day", "labels", "frauds"),  # by transaction day, labels that have arrived
+)
+State = Union[bytes, list]  # float64 little-endian bytes, or (state_format="json") a list of numbers
+OLD_DAYS = 14  # "the card before": a compromised card is compromised for 14 days in the handbook
+
+
+def to_json(state: State) -> list[float]:
+    """A state as a plain list of numbers."""
+    return np.frombuffer(state, dtype="<f8").tolist() if isinstance(state, bytes) else list(state)
+
+
+def from_json(values: list[float]) -> bytes:
+    """A state (list of numbers) as the engine's default ``bytes``."""
+    return np.asarray(values, dtype="<f8").tobytes()
+
+
+def decode(state: State, layout: Layout) -> dict[str, Any]:
+    """A state as a readable dict (header fields and ``buckets``): for people and tests."""
+    values = to_json(state)
+    h = len(layout.header)
+    w = len(layout.bucket)
+    return {**dict(zip(layout.header, values[:h])), "buckets": [values[i:i + w] for i in range(h, len(values), w)]}
+
+
+def _factorize(keys: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    codes, uniques = pd.factorize(np.asarray(keys, dtype=object), sort=False)
+    return codes.astype(np.int64, copy=False), uniques.tolist()
+
+
+class _Store:
+    """Reads and writes one kind of state for a batch of keys, in one format."""
+
+    def __init__(self, layout: Layout, fmt: str) -> None:
+        self.h = len(layout.header)
+        self.w = len(layout.bucket)
+        self.json = fmt == "json"
+        self.empty: State = [0.0] * self.h if self.json else bytes(8 * self.h)
+
+    def gather(self, states: Mapping[str, State], keys: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(headers (m, h), buckets (rows, w), bucket key index)``; buckets sorted by (key, day)."""
+        get = states.get
+        empty = self.empty
+        vals = [get(key, empty) for key in keys]
+        m = len(vals)
+        if self.json:
+            lens = np.fromiter(map(len, vals), np.int64, m)
+            flat = np.fromiter(itertools.chain.from_iterable(vals), np.float64, int(lens.sum()))
+        else:
+            lens = np.fromiter(map(len, vals), np.int64, m) // 8
+            flat = np.frombuffer(b"".join(vals), dtype="<f8")
+        starts = np.cumsum(lens) - lens
+        head_idx = starts[:, None] + np.arange(self.h)
+        headers = flat[head_idx]
+        body = np.ones(len(flat), dtype=bool)
+        body[head_idx.ravel()] = False
+        buckets = flat[body].reshape(-1, self.w)
+        return headers, buckets, np.repeat(np.arange(m), (lens - self.h) // self.w)
+
+    def write(self, states: MutableMapping[str, State], keys: list[Any], headers: np.ndarray,
+              buckets: np.ndarray, bucket_key: np.ndarray) -> None:
+        """Write each key once: its header and its buckets (``bucket_key`` sorted ascending)."""
+        m, h, w = len(keys), self.h, self.w
+        counts = np.bincount(bucket_key, minlength=m)
+        lens = h + counts * w
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        total = int(ends[-1]) if m else 0
+        out = np.empty(total, dtype="<f8")
+        is_header = np.zeros(total, dtype=bool)
+        is_header[(starts[:, None] + np.arange(h)).ravel()] = True
+        out[is_header] = headers.ravel()  # each key: its header, then its buckets (already in key order)
+        out[~is_header] = buckets.ravel()
+        if self.json:
+            flat = out.tolist()
+            for key, a, b in zip(keys, starts.tolist(), ends.tolist()):
+                states[key] = flat[a:b]
+        else:
+            buf = out.tobytes()
+            for key, a, b in zip(keys, (starts * 8).tolist(), (ends * 8).tolist()):
+                states[key] = buf[a:b]
+
+
+def _sum_buckets(rows: np.ndarray, key: np.ndarray, comp: np.ndarray,
+                 oldest_day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sorted by ``comp`` (key * _BIG + day) summed per (key, day), days before
+    ``oldest_day[key]`` dropped: ``(buckets, key of each)``."""
+    keep = rows[:, 0] >= oldest_day[key]
+    if not keep.all():
+        rows, comp, key = rows[keep], comp[keep], key[keep]
+    if not len(comp):
+        return rows, key
+    last = np.empty(len(comp), dtype=bool)
+    last[-1] = True
+    np.not_equal(comp[1:], comp[:-1], out=last[:-1])
+    if last.all():  # one row per (key, day): nothing to add up
+        return rows, key
+    ends = np.flatnonzero(last)
+    starts = np.r_[0, ends[:-1] + 1]
+    summed = np.add.reduceat(rows, starts, axis=0)
+    summed[:, 0] = rows[ends, 0]
+    return summed, key[ends]
+
+
+class FeatureEngine:
+    """Computes :data:`FEATURES` for batches of transactions and learns from their labels.
+
+    Holds no state itself (all of it is in the mappings passed in), so one
+    engine serves any number of partitions. ``label_delay_days`` delays the
+    terminal windows; training and serving must use the same value.
+    """
+
+    features: list[str] = FEATURES
+
+    def __init__(self, label_delay_days: int = 7, *, state_format: str = "bytes") -> None:
+        if int(label_delay_days) != label_delay_days or label_delay_days < 0:
+            raise ValueError(f"label_delay_days must be a whole number of days >= 0, got {label_delay_days}")
+        if state_format not in ("bytes", "json"):
+            raise ValueError(f"state_format must be 'bytes' or 'json', got {state_format!r}")
+        self.delay = int(label_delay_days)
+        self.terminal_keep_days = self.delay + max(TERMINAL_WINDOWS)
+        self.state_format = state_format
+        self._cards = _Store(CARD_LAYOUT, state_format)
+        self._terminals = _Store(TERMINAL_LAYOUT, state_format)
+
+    # --- scoring time ----------------------------------------------------------------------
+
+    def transform(
+        self,
+        ts: Sequence[float] | np.ndarray,
+        card: Sequence[str],
+        merchant: Sequence[str],
+        amount: Sequence[float] | np.ndarray,
+        card_states: MutableMapping[str, State],
+        terminal_states: Mapping[str, State],
+    ) -> np.ndarray:
+        """Features of a batch, ``(n, len(FEATURES))`` float32, rows in input order.
+
+        A transaction counts for the later ones of its card (event-time order,
+        ties in input order), and each card of the batch is written once.
+        Terminal state is only read: it changes when labels arrive.
+        """
+        ts = np.asarray(ts, dtype=np.float64)
+        amount = np.asarray(amount, dtype=np.float64)
+        n = len(ts)
+        if not (len(card) == len(merchant) == len(amount) == n):
+            raise ValueError(f"batch columns differ in length: ts {n}, card {len(card)}, "
+                             f"merchant {len(merchant)}, amount {len(amount)}")
+        X = np.empty((n, len(FEATURES)), dtype=np.float32)
+        if n == 0:
+            return X
+        if not np.all(np.isfinite(ts)) or not np.all(np.isfinite(amount)):
+            raise ValueError("ts and amount must be finite (validate inputs before featurizing)")
+        day_f = np.floor(ts / DAY)
+        day = day_f.astype(np.int64)
+        frac = ts / DAY - day_f
+        X[:, _COL["amount"]] = amount
+        X[:, _COL["log_amount"]] = np.log1p(np.maximum(amount, 0.0))
+        X[:, _COL["is_weekend"]] = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+        X[:, _COL["is_night"]] = frac * 24.0 < 7.0  # hours 0-6, as the handbook
+        self._card(X, ts, day, frac, amount, card, card_states)
+        self._terminal(X, ts, day, frac, merchant, terminal_states)
+        return X
+
+    def _card(self, X: np.ndarray, ts: np.ndarray, day: np.ndarray, frac: np.ndarray, amount: np.ndarray,
+              card: Sequence[str], states: MutableMapping[str, State]) -> None:
+        codes, keys = _factorize(card)
+        m = len(keys)
+        headers, old, old_key = self._cards.gather(states, keys)
+        last, fraud = headers[:, 0], headers[:, 1]
+
+        # The batch sorted by (card, time), then merged after each card's buckets: one sequence of
+        # rows (a bucket or a transaction) sorted by (card, day), buckets before the day's transactions.
+        time_order = np.arange(len(ts)) if np.all(ts[1:] >= ts[:-1]) else np.argsort(ts, kind="stable")
+        order = time_order[np.argsort(codes[time_order], kind="stable")]
+        k, t, d, fr, a = codes[order], ts[order], day[order], frac[order], amount[order]
+        tx_rows = np.column_stack([d.astype(np.float64), np.ones_like(a), a, a * a])
+        rows = np.concatenate([old, tx_rows])
+        key_all = np.concatenate([old_key, k])
+        comp_all = key_all * _BIG + rows[:, 0].astype(np.int64)
+        seq = np.argsort(comp_all, kind="stable")  # two sorted runs: a merge
+        rows, comp_all, key_all = rows[seq], comp_all[seq], key_all[seq]
+        pos = np.empty(len(seq), dtype=np.int64)
+        pos[seq] = np.arange(len(seq))
+        here = pos[len(old):] + 1  # prefix index just after each transaction (its card's earlier rows included)
+        prefix = np.zeros((len(rows) + 1, 3))
+        np.cumsum(rows[:, 1:], axis=0, out=prefix[1:])
+        comp = k * _BIG + d
+        win: dict[int, np.ndarray] = {}  # w -> (n, 3): count, sum, sum of squares over the window
+        for w in (*CARD_WINDOWS, OLD_DAYS):
+            a_pos = np.searchsorted(comp_all, comp - w, side="right")
+            b_pos = np.searchsorted(comp_all, comp - w - 1, side="right")
+            win[w] = prefix[here] - prefix[a_pos] + (1.0 - fr)[:, None] * (prefix[a_pos] - prefix[b_pos])
+
+        out = order  # the columns below are in (card, time) order
+        for w in CARD_WINDOWS:
+            cnt = win[w][:, 0]
+            X[out, _COL[f"card_count_{w}d"]] = cnt
+            X[out, _COL[f"card_mean_{w}d"]] = win[w][:, 1] / np.maximum(cnt, 1e-9)
+        # The amount against the card's previous 30 days (the current transaction left out).
+        n_prev = win[30][:, 0] - 1.0
+        has = n_prev >= 1.0 - 1e-9
+        safe_n = np.where(has, n_prev, 1.0)
+        mean_prev = np.maximum(np.where(has, (win[30][:, 1] - a) / safe_n, a), 0.0)
+        var_prev = np.where(has, np.maximum((win[30][:, 2] - a * a) / safe_n - mean_prev ** 2, 0.0), 0.0)
+        X[out, _COL["card_log_ratio"]] = np.log1p(np.maximum(a, 0.0)) - np.log1p(mean_prev)
+        old_win = win[30] - win[OLD_DAYS]
+        has_old = old_win[:, 0] >= 1.0 - 1e-9
+        mean_old = np.where(has_old, old_win[:, 1] / np.where(has_old, old_win[:, 0], 1.0), mean_prev)
+        X[out, _COL["card_log_ratio_old"]] = np.log1p(np.maximum(a, 0.0)) - np.log1p(np.maximum(mean_old, 0.0))
+        z = (a - mean_prev) / np.sqrt(var_prev + (0.1 * mean_prev) ** 2 + 1.0)
+        X[out, _COL["card_amount_z"]] = np.clip(z, -20.0, 50.0)
+        first = np.ones(len(k), dtype=bool)
+        first[1:] = k[1:] != k[:-1]
+        prev = np.empty_like(t)
+        prev[1:] = t[:-1]
+        prev[first] = last[k[first]]
+        gap = np.where(prev > 0.0, np.clip(t - prev, 0.0, GAP_CAP_S), GAP_CAP_S)
+        X[out, _COL["card_log_gap"]] = np.log1p(gap)
+        f = fraud[k]
+        X[out, _COL["card_fraud_age"]] = np.where(f > 0.0, np.clip((t - f) / DAY, 0.0, AGE_CAP_DAYS), AGE_CAP_DAYS)
+
+        # Write each card once: the same sequence summed per (card, day), days before its day - 30 dropped.
+        key_last = np.r_[np.flatnonzero(np.diff(k)), len(k) - 1]  # last row of each card (codes 0..m-1)
+        headers[:, 0] = np.maximum(last, t[key_last])
+        buckets, bucket_key = _sum_buckets(rows, key_all, comp_all, d[key_last] - CARD_KEEP_DAYS)
+        self._cards.write(states, keys, headers, buckets, bucket_key)
+
+    def _terminal(self, X: np.ndarray, ts: np.ndarray, day: np.ndarray, frac: np.ndarray,
+                  merchant: Sequence[str], states: Mapping[str, State]) -> None:
+        codes, keys = _factorize(merchant)
+        headers, old, old_key = self._terminals.gather(states, keys)
+        lf, ll, ss, sc = headers.T
+        comp_old = old_key * _BIG + old[:, 0].astype(np.int64)  # sorted: keys in order, days in order
+        prefix = np.zeros((len(old) + 1, 2))
+        np.cumsum(old[:, 1:], axis=0, out=prefix[1:])
+        end = codes * _BIG + (day - self.delay)
+        upto = prefix[np.searchsorted(comp_old, end, side="right")]
+        for w in TERMINAL_WINDOWS:
+            a = prefix[np.searchsorted(comp_old, end - w, side="right")]
+            b = prefix[np.searchsorted(comp_old, end - w - 1, side="right")]
+            n_lab, n_fr = (upto - a + (1.0 - frac)[:, None] * (a - b)).T
+            X[:, _COL[f"terminal_count_{w}d"]] = n_lab
+            X[:, _COL[f"terminal_risk_{w}d"]] = np.where(n_lab > 1e-9, n_fr / np.maximum(n_lab, 1e-9), 0.0)
+        f_t, l_t, s_t = lf[codes], ll[codes], ss[codes]
+        X[:, _COL["terminal_fraud_age"]] = np.where(f_t > 0.0, np.clip((ts - f_t) / DAY, 0.0, AGE_CAP_DAYS),
+                                                    AGE_CAP_DAYS)
+        streak = (f_t > l_t) & (s_t > 0.0)
+        X[:, _COL["terminal_streak_age"]] = np.where(streak, np.clip((ts - s_t) / DAY, 0.0, AGE_CAP_DAYS),
+                                                     AGE_CAP_DAYS)
+        X[:, _COL["terminal_last_fraud"]] = f_t > l_t
+        X[:, _COL["terminal_streak_frauds"]] = np.where(streak, np.minimum(sc[codes], 30.0), 0.0)
+
+    # --- label time ------------------------------------------------------------------------
+
+    def apply_labels(
+        self,
+        card_states: MutableMapping[str, State],
+        terminal_states: MutableMapping[str, State],
+        card: Sequence[str],
+        merchant: Sequence[str],
+        tx_ts: Sequence[float] | np.ndarray,
+        is_fraud: Sequence[bool] | np.ndarray,
+        label_ts: float,
+    ) -> None:
+        """Make arrived labels count: terminal label buckets and fraud runs, card latest fraud.
+
+        ``card``, ``merchant`` and ``tx_ts`` are those of the labelled
+        transactions (logged at scoring time); ``label_ts`` is the event time at
+        which the labels arrived (now), which decides what has expired. Each
+        terminal is written once; a card only when one of its labels is a fraud.
+        Labels may arrive in any order.
+        """
+        tx_ts = np.asarray(tx_ts, dtype=np.float64)
+        y = np.asarray(is_fraud, dtype=bool)
+        n = len(tx_ts)
+        if not (len(card) == len(merchant) == len(y) == n):
+            raise ValueError("label columns differ in length")
+        if n == 0:
+            return
+        if y.any():  # cards: only their latest known fraud, so only cards with a fraud are written
+            ccodes, ckeys = _factorize(np.asarray(card, dtype=object)[y])
+            headers, old, old_key = self._cards.gather(card_states, ckeys)
+            latest = headers[:, 1].copy()
+            np.maximum.at(latest, ccodes, tx_ts[y])
+            changed = latest > headers[:, 1]
+            if changed.any():
+                headers[:, 1] = latest
+                pick = np.flatnonzero(changed)
+                keep = changed[old_key]
+                remap = np.cumsum(changed) - 1
+                self._cards.write(card_states, [ckeys[j] for j in pick], headers[pick], old[keep],
+                                  remap[old_key[keep]])
+
+        codes, keys = _factorize(merchant)
+        headers, old, old_key = self._terminals.gather(terminal_states, keys)
+        lf, ll, ss, sc = headers.T
+        tx_day = np.floor(tx_ts / DAY)
+        new = np.column_stack([tx_day, np.ones(n), y.astype(np.float64)])
+        key_all = np.concatenate([old_key, codes])
+        comp = key_all * _BIG + np.concatenate([old[:, 0], tx_day]).astype(np.int64)
+        seq = np.argsort(comp, kind="stable")
+        oldest = np.full(len(keys), int(np.floor(label_ts / DAY)) - self.terminal_keep_days, dtype=np.int64)
+        buckets, bucket_key = _sum_buckets(np.concatenate([old, new])[seq], key_all[seq], comp[seq], oldest)
+        # Runs: the latest legitimate label ends one; the first fraud after it starts the next.
+        new_ll = ll.copy()
+        np.maximum.at(new_ll, codes[~y], tx_ts[~y])
+        new_lf = lf.copy()
+        np.maximum.at(new_lf, codes[y], tx_ts[y])
+        continuing = ss > new_ll  # no legitimate label came after the run began
+        start = np.where(continuing, ss, np.inf)
+        count = np.where(continuing, sc, 0.0)
+        after = y & (tx_ts > new_ll[codes])
+        np.minimum.at(start, codes[after], tx_ts[after])
+        np.add.at(count, codes[after], 1.0)
+        new_ss = np.where(np.isfinite(start), start, 0.0)
+        headers = np.column_stack([new_lf, new_ll, new_ss, count])
+        self._terminals.write(terminal_states, keys, headers, buckets, bucket_key)
+
+    # --- expiry ----------------------------------------------------------------------------
+
+    @staticmethod
+    def card_expired(state: State, now: float) -> bool:
+        """True once ``state`` can no longer change a feature: the key can go (features as if absent)."""
+        t, f = to_json(state[:16] if isinstance(state, bytes) else state[:2])
+        horizon = max((CARD_KEEP_DAYS + 1) * DAY, GAP_CAP_S, AGE_CAP_DAYS * DAY)
+        return max(t, f) < now - horizon
+
+    def terminal_expired(self, state: State, now: float) -> bool:
+        """True once ``state`` can no longer change a feature: the key can go (features as if absent)."""
+        values = to_json(state)
+        lf, ll = values[0], values[1]
+        w = len(TERMINAL_LAYOUT.bucket)
+        newest_day = values[len(values) - w] if len(values) > len(TERMINAL_LAYOUT.header) else -np.inf
+        buckets_gone = newest_day < np.floor(now / DAY) - self.terminal_keep_days - 1
+        return bool(buckets_gone and max(lf, ll) < now - AGE_CAP_DAYS * DAY)

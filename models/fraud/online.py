@@ -1,0 +1,174 @@
+"""The online fraud model: River, learning from delayed labels joined to logged features.
+
+Why ``StandardScaler | LogisticRegression`` and not a forest (ARF, Hoeffding trees):
+
+* it is scored **vectorised**: :meth:`OnlineFraudModel.score` reads the scaler's
+  means/variances and the weights and does one numpy product per batch, the
+  same numbers as ``predict_proba_one`` (tested), at well under 1 µs per
+  transaction. An adaptive random forest costs around a millisecond per
+  prediction in Python: it cannot score 40,000 transactions/s;
+* an update is a few dict operations (tens of µs), and it adapts at once to
+  what the latest labels say, which is what an online learner is for beside
+  the offline network.
+
+Labels arrive as fast as transactions (a week late). Every fraud label is learnt;
+legitimate ones are learnt with probability ``negative_rate`` (1/10 by
+default), which keeps the update cost ~10x lower and rebalances the classes;
+:meth:`score` adds ``log(negative_rate)`` to the logit, so its probabilities
+stay calibrated to the real fraud rate.
+
+Prequential quality: each label is first compared with the score the model
+gave the transaction *when it was scored* (logged with its features), then
+learnt. :class:`Prequential` keeps River's exact rolling ROC AUC and PR AUC
+over the last ``window`` labels; the worker can keep one for the ONNX model too.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(4000, 3)); y = X[:, 0] + rng.normal(size=4000) > 2
+>>> model = OnlineFraudModel(["a", "b", "c"], negative_rate=0.5, seed=1)
+>>> updates = model.learn(X[:2000], y[:2000])  # no scores logged yet: learn only
+>>> updates = model.learn(X[2000:], y[2000:], scores=model.score(X[2000:]))  # test, then train
+>>> model.quality.get()["roc_auc"] > 0.8
+True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from river import compose, linear_model, metrics, optim, preprocessing
+
+CHECKPOINT_VERSION = 1
+
+
+class Prequential:
+    """Rolling ROC AUC and PR AUC (river.metrics, exact over the last ``window`` labels)."""
+
+    def __init__(self, window: int = 20_000) -> None:
+        self.window = window
+        self.roc_auc = metrics.RollingROCAUC(window_size=window)
+        self.pr_auc = metrics.RollingPRAUC(window_size=window)
+        self.labels = 0
+        self.positives = 0
+
+    def update(self, y: np.ndarray | list[bool], scores: np.ndarray | list[float]) -> None:
+        """Add labels with the scores given to their transactions at scoring time."""
+        roc, pr = self.roc_auc.update, self.pr_auc.update
+        ys = np.asarray(y, dtype=bool).tolist()
+        for yy, s in zip(ys, np.asarray(scores, dtype=np.float64).tolist()):
+            roc(yy, s)
+            pr(yy, s)
+        self.labels += len(ys)
+        self.positives += sum(ys)
+
+    def get(self) -> dict[str, float]:
+        """``roc_auc`` and ``pr_auc`` (NaN until the window has both classes), ``labels``, ``positives``."""
+        both = 0 < self.positives < self.labels
+        return {
+            "roc_auc": float(self.roc_auc.get()) if both else float("nan"),
+            "pr_auc": float(self.pr_auc.get()) if both else float("nan"),
+            "labels": float(self.labels),
+            "positives": float(self.positives),
+        }
+
+
+class OnlineFraudModel:
+    """River logistic regression on the fraud features, learning from labels as they arrive."""
+
+    def __init__(self, features: list[str], *, learning_rate: float = 0.01, l2: float = 0.0,
+                 negative_rate: float = 0.1, window: int = 20_000, seed: int = 0) -> None:
+        if not 0.0 < negative_rate <= 1.0:
+            raise ValueError(f"negative_rate must be in (0, 1], got {negative_rate}")
+        self.features = list(features)
+        self.negative_rate = negative_rate
+        self.model = compose.Pipeline(
+            preprocessing.StandardScaler(),
+            linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=l2),
+        )
+        self.quality = Prequential(window)
+        self.updates = 0
+        self._rng = random.Random(seed)
+
+    @property
+    def _scaler(self) -> preprocessing.StandardScaler:
+        return self.model.steps["StandardScaler"]
+
+    @property
+    def _linear(self) -> linear_model.LogisticRegression:
+        return self.model.steps["LogisticRegression"]
+
+    def _logits(self, X: np.ndarray) -> np.ndarray:
+        scaler, lin = self._scaler, self._linear
+        names = self.features
+        mean = np.array([scaler.means.get(f, 0.0) for f in names])
+        var = np.array([scaler.vars.get(f, 0.0) for f in names])
+        w = np.array([lin._weights.get(f, 0.0) for f in names])
+        std = np.sqrt(var)
+        scale = np.divide(w, std, out=np.zeros_like(w), where=var > 0)  # River: a zero variance gives 0
+        X = np.asarray(X, dtype=np.float64)
+        return (X - mean) @ scale + lin.intercept
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Fraud probabilities for a ``(n, len(features))`` batch, corrected for negative sampling."""
+        z = self._logits(X) + math.log(self.negative_rate)
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+
+    def predict_proba_one(self, x: dict[str, float]) -> float:
+        """River's own prediction for one transaction (uncorrected): what :meth:`score` vectorises."""
+        return float(self.model.predict_proba_one(x).get(True, 0.0))
+
+    def learn(self, X: np.ndarray, y: np.ndarray | list[bool], scores: np.ndarray | None = None) -> int:
+        """Learn from labelled transactions (features as logged at scoring time); returns the updates made.
+
+        ``scores`` are this model's scores logged at scoring time: given, they
+        update the prequential metrics first (test, then train).
+        """
+        X = np.asarray(X, dtype=np.float64)
+        ys = np.asarray(y, dtype=bool)
+        if scores is not None:
+            self.quality.update(ys, scores)
+        names = self.features
+        learn_one = self.model.learn_one
+        rate = self.negative_rate
+        rand = self._rng.random
+        done = 0
+        for row, yy in zip(X.tolist(), ys.tolist()):
+            if yy or rand() < rate:
+                learn_one(dict(zip(names, row)), yy)
+                done += 1
+        self.updates += done
+        return done
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Pickle the whole learner (weights, scaler, metrics, RNG) atomically to ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump({"version": CHECKPOINT_VERSION, "model": self}, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> OnlineFraudModel:
+        """The learner saved at ``path`` (only load checkpoints you wrote: this is pickle)."""
+        with open(path, "rb") as f:
+            data: Any = pickle.load(f)
+        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION or not isinstance(data.get("model"), cls):
+            raise ValueError(f"{path} is not an online fraud model checkpoint (version {CHECKPOINT_VERSION})")
+        return data["model"]

@@ -1,0 +1,77 @@
+"""The online fraud model: vectorised scoring = River's, it learns from delayed labels, it survives a restart."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from connectors.generators import TransactionGenerator
+from models.fraud.features import FEATURES
+from models.fraud.online import OnlineFraudModel, Prequential
+from models.fraud.stream import replay
+
+
+@pytest.fixture(scope="module")
+def replayed():
+    """~50 days of a small synthetic world replayed with an online model (labels 7 days late).
+
+    Long enough for labels of transactions scored with label-based features to arrive.
+    """
+    frame = TransactionGenerator(seed=5, start_ts=1_600_000_000.0, n_customers=1000, n_terminals=2000).batch(100_000)
+    online = OnlineFraudModel(FEATURES, seed=0)
+    out = replay(frame, label_delay_days=7, online=online)
+    return frame, out, online
+
+
+def test_online_model_learns_from_delayed_labels(replayed) -> None:
+    frame, out, online = replayed
+    quality = online.quality.get()
+    assert quality["labels"] == out.labels_applied > 80_000
+    assert quality["roc_auc"] > 0.8, quality
+    assert quality["pr_auc"] > 0.3, quality
+    # Negative sampling: every fraud is learnt, about 1 in 10 legitimate labels.
+    assert quality["positives"] < online.updates < 0.2 * quality["labels"]
+
+
+def test_vectorised_score_is_rivers_prediction(replayed) -> None:
+    _, out, online = replayed
+    X = out.X[-200:]
+    fast = online.score(X)
+    for x, p in zip(X.tolist(), fast.tolist()):
+        river_p = online.predict_proba_one(dict(zip(FEATURES, x)))
+        river_p = min(max(river_p, 1e-12), 1 - 1e-12)
+        corrected = 1 / (1 + math.exp(-(math.log(river_p / (1 - river_p)) + math.log(online.negative_rate))))
+        assert p == pytest.approx(corrected, rel=1e-6, abs=1e-9)
+
+
+def test_checkpoint_survives_a_restart(tmp_path, replayed) -> None:
+    frame, out, online = replayed
+    path = online.save(tmp_path / "ckpt" / "online.pkl")
+    restored = OnlineFraudModel.load(path)
+    X, y = out.X[-5000:], frame["label"].to_numpy()[-5000:]
+    np.testing.assert_array_equal(restored.score(X), online.score(X))
+    assert restored.quality.get() == online.quality.get()
+    # Both go on learning the same way (the sampling RNG is part of the checkpoint).
+    twin = pickle.loads(pickle.dumps(online))
+    restored.learn(X, y, restored.score(X))
+    twin.learn(X, y, twin.score(X))
+    np.testing.assert_array_equal(restored.score(X), twin.score(X))
+    assert restored.updates == twin.updates
+
+
+def test_a_foreign_pickle_is_refused(tmp_path) -> None:
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps({"version": 1, "model": "not a model"}))
+    with pytest.raises(ValueError, match="not an online fraud model"):
+        OnlineFraudModel.load(path)
+
+
+def test_prequential_is_nan_until_both_classes_are_seen() -> None:
+    q = Prequential(window=100)
+    q.update([False, False], [0.1, 0.2])
+    assert math.isnan(q.get()["roc_auc"])
+    q.update([True, False], [0.9, 0.3])
+    assert q.get()["roc_auc"] == 1.0 and q.get()["labels"] == 4
