@@ -1,0 +1,1 @@
+"""Equipment anomaly detection on sensor frames (see ``models/anomaly/README.md``)."""

@@ -1,0 +1,61 @@
+"""The anomaly pipeline's tunables, in one frozen object built from :class:`~streams.settings.Settings`.
+
+The scoring code takes an :class:`AnomalyConfig` rather than the settings, so
+that training, evaluation and the worker run the same code with the same
+numbers, and a test can change one of them without touching the environment.
+How the defaults were chosen (on normal data only) is in ``models/anomaly/README.md``.
+
+>>> cfg = AnomalyConfig()
+>>> cfg.warmup_frames, cfg.raise_after, cfg.clear_after
+(400, 5, 5)
+>>> AnomalyConfig(raise_after=3).with_(clear_after=9).clear_after
+9
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyConfig:
+    """Per-equipment streaming parameters (frames, not seconds: sensors tick at their own pace)."""
+
+    warmup_frames: int = 400  # an equipment's first frames: its normal operation, calibrates everything
+    smoothing_frames: int = 5  # span of the short EWMA that averages sensor noise out
+    baseline_halflife_frames: float = 1000.0  # how fast the normal level follows slow drift (normal frames)
+    alert_adapt_factor: float = 0.5  # during an alert the baseline adapts this much slower (never quite stuck)
+    spike_clip: float = 6.0  # readings are winsorized at +-spike_clip warm-up sd before smoothing
+    learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
+    clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
+    default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one
+    calibration_quantile: float = 0.99  # of the equipment's warm-up scores, compared with the training reference
+    raise_after: int = 5  # k: consecutive anomalous frames that raise an alert
+    clear_after: int = 5  # m: consecutive normal frames that clear it
+    top_sensors: int = 3  # sensors named in scores and alerts
+    detector_weight: float = 0.5  # share of the River detector in the blended score (the rest: the ONNX model)
+    hst_trees: int = 10
+    hst_height: int = 6  # River builds 2**(h+1) - 1 nodes per tree in Python: 6 costs ~25 ms per new equipment, 8 ~150
+    hst_window: int = 250
+    feedback_frames: int = 900  # recent frames kept per equipment, so that labels can teach the detector
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup_frames < 20:
+            raise ValueError("warmup_frames must be at least 20")
+        if self.smoothing_frames < 1 or self.raise_after < 1 or self.clear_after < 1:
+            raise ValueError("smoothing_frames, raise_after and clear_after must be >= 1")
+        if not 0.0 <= self.detector_weight <= 1.0:
+            raise ValueError("detector_weight must be within [0, 1]")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AnomalyConfig:
+        """The ``anomaly_*`` fields of :class:`~streams.settings.Settings`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {n: getattr(settings, f"anomaly_{n}") for n in names if hasattr(settings, f"anomaly_{n}")}
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> AnomalyConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,194 @@
+"""Per-equipment normalization: raw readings → smoothed, standardized deviations from normal.
+
+Why this shape. Sensors differ by orders of magnitude between pieces of
+equipment (SKAB's anomaly-free rig reads a flow of 125, its other runs 32), so
+every number is relative to the equipment's *own* first ``warmup_frames``:
+
+1. ``z = (x - median) / sd`` per sensor, from the warm-up frames, winsorized
+   at ``+-spike_clip``: one wild reading moves the average by at most
+   ``2 * spike_clip / (smoothing + 1)`` sd, so an isolated spike cannot hold the score
+   up for the ``raise_after`` frames an alert needs, while a sustained shift,
+   however large, still stands out;
+2. ``u`` = a short EWMA of ``z`` (span ``smoothing_frames``): 1 Hz sensor noise
+   averages out, a sustained shift does not;
+3. the deviation ``d = (u - base) / sqrt(var)``, where ``base`` and ``var`` start
+   as the warm-up mean and variance of ``u`` and then follow slow drift with a
+   half-life of ``baseline_halflife_frames`` normal frames (the variance update
+   winsorized at 3 sd). While a frame is flagged only the level moves, and
+   ``alert_adapt_factor`` times slower: a long fault is neither learnt as the
+   new normal nor allowed to widen the spread until its own alert clears, and
+   an alert still ends if the equipment really settled somewhere else.
+
+``d`` is what the ONNX model and the River detector see, in training and in
+serving (same class, same code). A missing reading (NaN) is imputed as "at the
+baseline" (``z = base``) and reported; a sensor never seen during warm-up stays
+neutral (``d = 0``).
+
+Everything is vectorized over a batch of one equipment's frames: the EWMA has a
+closed form (:func:`ewma`), and the baseline adapts once per batch from the
+batch's frames (it lags by at most one batch, a small fraction of its half-life).
+
+>>> rng = np.random.default_rng(0)
+>>> b = Baseline(n_sensors=2, warmup=100, smoothing=10)
+>>> step = b.feed(rng.normal(size=(150, 2)))
+>>> step.start, step.deviations.shape, step.calibration.shape
+(100, (50, 2), (80, 2))
+>>> float(np.abs(b.feed(np.full((30, 2), 5.0)).deviations[-1]).min()) > 10  # a 5-sd shift stands out
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_EXP_LIMIT = 200.0  # chunk the closed-form EWMA so that beta**-t stays below e**200
+
+
+def ewma(z: np.ndarray, u0: np.ndarray, alpha: float) -> np.ndarray:
+    """Rows of ``u_t = (1 - alpha) u_{t-1} + alpha z_t`` from ``u0``, in closed form (no Python loop per row).
+
+    >>> z = np.array([[1.0], [1.0], [3.0]])
+    >>> ewma(z, np.zeros(1), 0.5).ravel().tolist()
+    [0.5, 0.75, 1.875]
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if alpha >= 1.0:
+        return z.copy()
+    beta = 1.0 - alpha
+    chunk = max(1, int(_EXP_LIMIT / -math.log(beta)))
+    out = np.empty_like(z)
+    u = np.asarray(u0, dtype=np.float64)
+    for start in range(0, len(z), chunk):
+        part = z[start:start + chunk]
+        p = beta ** np.arange(1, len(part) + 1, dtype=np.float64)[:, None]
+        out[start:start + len(part)] = p * (u + alpha * np.cumsum(part / p, axis=0))
+        u = out[start + len(part) - 1]
+    return out
+
+
+@dataclass(slots=True)
+class Step:
+    """What one batch of frames gave: rows before ``start`` were warm-up (no deviation yet)."""
+
+    start: int
+    deviations: np.ndarray  # (rows - start, sensors)
+    smoothed: np.ndarray  # u for the same rows: the baseline adapts from it
+    imputed: np.ndarray  # (rows, sensors) bool: a reading was missing
+    calibration: np.ndarray | None = None  # warm-up deviations, when calibration happened in this batch
+
+
+class Baseline:
+    """One equipment's normal level per sensor (see module doc)."""
+
+    def __init__(self, n_sensors: int, warmup: int = 400, smoothing: int = 10, halflife: float = 1000.0,
+                 alert_factor: float = 0.5, clip: float = 20.0, spike_clip: float = 6.0) -> None:
+        self.n_sensors = n_sensors
+        self.warmup = warmup
+        self.alpha = 2.0 / (smoothing + 1.0)
+        self.smoothing = smoothing
+        self.rate = 1.0 - 0.5 ** (1.0 / halflife)
+        self.alert_factor = alert_factor
+        self.clip = clip
+        self.spike_clip = spike_clip
+        self.seen = 0
+        self._buffer: list[np.ndarray] = []
+        self.center = np.zeros(n_sensors)
+        self.scale = np.ones(n_sensors)
+        self.known = np.zeros(n_sensors, dtype=bool)  # had readings during warm-up
+        self.u = np.zeros(n_sensors)
+        self.base = np.zeros(n_sensors)
+        self.var = np.ones(n_sensors)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.seen >= self.warmup
+
+    @property
+    def burn_in(self) -> int:
+        """Warm-up rows left out of calibration while the EWMA forgets its start."""
+        return min(2 * self.smoothing, self.warmup // 2)
+
+    def add_sensor(self) -> None:
+        """A sensor first seen during warm-up (a column of NaN so far)."""
+        self.n_sensors += 1
+        self._buffer = [np.column_stack([b, np.full(len(b), np.nan)]) for b in self._buffer]
+        for name in ("center", "u", "base"):
+            setattr(self, name, np.append(getattr(self, name), 0.0))
+        self.scale = np.append(self.scale, 1.0)
+        self.var = np.append(self.var, 1.0)
+        self.known = np.append(self.known, False)
+
+    def feed(self, x: np.ndarray) -> Step:
+        """Take a batch of raw readings ``(rows, sensors)`` (NaN = missing)."""
+        x = np.asarray(x, dtype=np.float64)
+        imputed = np.isnan(x)
+        calibration = None
+        start = 0
+        if not self.calibrated:
+            start = min(len(x), self.warmup - self.seen)
+            self._buffer.append(x[:start])
+            self.seen += start
+            if self.calibrated:
+                calibration = self._calibrate(np.concatenate(self._buffer))
+                self._buffer = []
+        rest = x[start:]
+        self.seen += len(rest)
+        if len(rest) == 0:
+            empty = np.empty((0, self.n_sensors))
+            return Step(start, empty, empty, imputed, calibration)
+        z = np.clip((rest - self.center) / self.scale, -self.spike_clip, self.spike_clip)
+        z = np.where(np.isnan(z), self.base, z)  # missing: "at the baseline"
+        u = ewma(z, self.u, self.alpha)
+        self.u = u[-1].copy()
+        return Step(start, self._deviation(u), u, imputed, calibration)
+
+    def _deviation(self, u: np.ndarray) -> np.ndarray:
+        d = (u - self.base) / np.sqrt(self.var)
+        d[:, ~self.known] = 0.0
+        return np.clip(d, -self.clip, self.clip)
+
+    def _calibrate(self, warm: np.ndarray) -> np.ndarray:
+        """Fix the scales from the warm-up rows; return their (in-sample) deviations after the burn-in."""
+        self.known = ~np.all(np.isnan(warm), axis=0)
+        with np.errstate(all="ignore"):
+            center = np.nanmedian(np.where(self.known, warm, 0.0), axis=0)
+            sd = np.nanstd(np.where(self.known, warm, 0.0), axis=0)
+        floor = 1e-6 * np.maximum(np.abs(center), 1.0)
+        self.center = np.nan_to_num(center)
+        self.scale = np.where(np.isfinite(sd) & (sd > floor), sd, np.maximum(floor, 1e-12))
+        z = np.clip((warm - self.center) / self.scale, -self.spike_clip, self.spike_clip)
+        z = np.where(np.isnan(z), 0.0, z)
+        u = ewma(z, z[0], self.alpha)
+        tail = u[self.burn_in:]
+        self.base = tail.mean(axis=0)
+        # The variance of an EWMA of unit white noise is 1/smoothing: the floor for a smooth warm-up.
+        self.var = np.maximum(tail.var(axis=0), 1.0 / self.smoothing)
+        self.u = u[-1].copy()
+        return self._deviation(tail)
+
+    def adapt(self, smoothed: np.ndarray, normal: np.ndarray) -> None:
+        """Follow slow drift: normal rows at the full rate, the others ``alert_factor`` times slower.
+
+        The others move the level only: were they to widen the variance, a fault
+        would shrink its own deviation and clear its alert while it lasts.
+        """
+        if len(smoothed) == 0:
+            return
+        normal = np.asarray(normal, dtype=bool)
+        for rows, rate, spread in ((normal, self.rate, True), (~normal, self.rate * self.alert_factor, False)):
+            k = int(rows.sum())
+            if k == 0 or rate <= 0:
+                continue
+            u = smoothed[rows]
+            w = 1.0 - (1.0 - rate) ** k  # k updates at `rate` pull this far toward the rows' mean
+            if spread:  # winsorized at 3 sd: a few large deviations cannot widen the spread much
+                r2 = np.minimum((u - self.base) ** 2, 9.0 * self.var).mean(axis=0)
+                self.var = np.maximum(self.var + w * (r2 - self.var), 1.0 / self.smoothing)
+            self.base = self.base + w * (u.mean(axis=0) - self.base)
+
+    def rebase(self) -> None:
+        """Take the current smoothed state as normal (an operator said so: a rejected alert)."""
+        self.base = self.u.copy()

@@ -1,0 +1,153 @@
+"""How the defaults were chosen, reproducibly, without a benchmark's test parts.
+
+A benchmark's labelled anomalies are only in its test parts, so they cannot be
+used to choose anything. The proxy here is built from normal data alone:
+
+* reference runs of normal operation (SKAB's ``anomaly-free``) are cut into
+  pseudo-runs shaped like the benchmark's runs (``warmup`` frames of training
+  part, then a test part);
+* a fault is injected into each pseudo-run's test part: 1 or 2 random sensors
+  shift by 1 to 6 of their warm-up standard deviations (log-uniform, random
+  sign), ramping in and out over 20 frames, for ``fault_frames`` frames, with
+  normal operation before and after it (so that late clears cost false alarms,
+  as they would on real data);
+* two folds: the model is trained on the training parts of the labelled runs
+  plus the reference pseudo-runs of the other fold, and its threshold is
+  calibrated on held-out normal data exactly as ``lepton train`` does;
+* every candidate configuration streams the pseudo-runs through
+  :class:`~.engine.AnomalyEngine` and is scored like the benchmark (F1, FAR, MAR
+  over all test frames together).
+
+``python -m models.anomaly.tuning DATA`` prints one line per candidate; the
+README records the grid that was run and the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from dataclasses import replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import AnomalyConfig
+from .data import Series, load_series
+from .engine import AnomalyEngine
+from .evaluate import confusion
+from .train import _Scorer, calibrate_threshold, fit, frames_of, normal_operation
+
+RUN_FRAMES = 1150  # a SKAB run's length
+FAULT_START, FAULT_FRAMES, RAMP = 570, 400, 20
+
+
+def pseudo_runs(reference: Sequence[Series], length: int = RUN_FRAMES) -> list[Series]:
+    out = []
+    for s in reference:
+        for i, start in enumerate(range(0, len(s) - length + 1, length)):
+            part = s.slice(start, start + length)
+            part.equipment_id = f"{s.equipment_id}@{i}"
+            part.reference = False
+            out.append(part)
+    return out
+
+
+def inject(run: Series, rng: np.random.Generator, warmup: int) -> Series:
+    """A copy of a normal pseudo-run with one fault in its test part, labelled."""
+    x = run.values.copy()
+    sd = np.nanstd(x[:warmup], axis=0)
+    n_sensors = x.shape[1]
+    profile = np.zeros(len(x))
+    stop = min(len(x), FAULT_START + FAULT_FRAMES)
+    ramp = np.clip(np.arange(stop - FAULT_START) / RAMP, 0, 1) * np.clip((stop - 1 - np.arange(FAULT_START, stop)) / RAMP, 0, 1)
+    profile[FAULT_START:stop] = ramp
+    for col in rng.choice(n_sensors, size=int(rng.integers(1, 3)), replace=False):
+        delta = float(np.exp(rng.uniform(np.log(1.0), np.log(6.0)))) * rng.choice([-1.0, 1.0])
+        x[:, col] += delta * sd[col] * profile
+    labels = np.zeros(len(x), dtype=bool)
+    labels[FAULT_START:stop] = True
+    return Series(run.equipment_id, run.ts, x, run.sensors, labels, run.source + " (injected)")
+
+
+def score_runs(runs: Sequence[Series], scorer: Any, config: AnomalyConfig, warmup: int) -> dict[str, float]:
+    engine = AnomalyEngine(config)
+    ys, flags = [], []
+    for s in runs:
+        engine.warmup[s.equipment_id] = warmup
+        flag = np.zeros(len(s), dtype=bool)
+        for start in range(0, len(s), 500):
+            flag[start:start + 500] = engine.score(frames_of(s, start, start + 500), scorer).flag
+        ys.append(s.labels[warmup:])
+        flags.append(flag[warmup:])
+    return confusion(np.concatenate(ys), np.concatenate(flags))
+
+
+def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injections: int = 4, epochs: int = 30,
+             seed: int = 0, warmup: int = 400) -> list[dict[str, Any]]:
+    series = load_series(data)
+    reference = [s for s in series if s.reference] or [s for s in series if s.labels is None]
+    if not reference:
+        raise ValueError(f"{data}: the proxy needs reference runs of normal operation (files without labels)")
+    labelled_parts = normal_operation([s for s in series if not s.reference], train_frames=warmup)
+    runs = pseudo_runs(reference)
+    rng = np.random.default_rng(seed)
+    faulty = [inject(r, rng, warmup) for r in runs for _ in range(injections)]
+    fold_of = {r.equipment_id: i % folds for i, r in enumerate(runs)}
+    results = []
+    model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames") if k in grid]
+    other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
+    for model_values in itertools.product(*(grid[k] for k in model_keys)):
+        base = replace(AnomalyConfig(warmup_frames=warmup), **dict(zip(model_keys, model_values)))
+        fitted = []
+        for fold in range(folds):
+            train_runs = [r for r in runs if fold_of[r.equipment_id] != fold]
+            model = fit(labelled_parts + train_runs, base, epochs=epochs, seed=seed, target_far=0.05)
+            fitted.append((fold, _Scorer(model.onnx_bytes, model.meta), model))
+        for target_far in grid.get("target_far", [0.05]):
+            for values in itertools.product(*(grid[k] for k in other_keys)):
+                cfg = replace(base, **dict(zip(other_keys, values)))
+                totals = []
+                for fold, scorer, model in fitted:
+                    holdout = [s for s in _holdout_of(labelled_parts + [r for r in runs if fold_of[r.equipment_id] != fold],
+                                                      cfg)]
+                    threshold, _, _ = calibrate_threshold(holdout, scorer, cfg, target_far)
+                    scorer.meta = scorer.meta.model_copy(update={"extra": {**scorer.meta.extra,
+                                                                           "error_threshold": threshold}})
+                    test = [f for f in faulty if fold_of[f.equipment_id] == fold]
+                    totals.append(score_runs(test, scorer, cfg, warmup))
+                tp, fp, fn, tn = (sum(t[k] for t in totals) for k in ("tp", "fp", "fn", "tn"))
+                p = tp / (tp + fp) if tp + fp else 0.0
+                r = tp / (tp + fn) if tp + fn else 0.0
+                row = {**dict(zip(model_keys, model_values)), "target_far": target_far, **dict(zip(other_keys, values)),
+                       "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
+                       "far": round(fp / (fp + tn), 4), "mar": round(fn / (fn + tp), 4)}
+                print(json.dumps(row), flush=True)
+                results.append(row)
+    return results
+
+
+def _holdout_of(normal: Sequence[Series], config: AnomalyConfig) -> list[Series]:
+    """The segments :func:`.train.fit` held out (same rule), for re-calibrating the threshold per candidate."""
+    from .train import segments, split_holdout
+
+    return split_holdout([s for s in segments(normal, config.warmup_frames) if len(s) >= 40], config.warmup_frames)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.anomaly.tuning", description=__doc__.splitlines()[0])
+    p.add_argument("data")
+    p.add_argument("--grid", default='{"smoothing_frames": [10], "detector_weight": [0.25]}',
+                   help="JSON object: config field -> list of values (plus target_far)")
+    p.add_argument("--epochs", type=int, default=30)
+    a = p.parse_args(argv)
+    started = time.time()
+    rows = run_grid(a.data, json.loads(a.grid), epochs=a.epochs)
+    best = max(rows, key=lambda r: r["f1"])
+    print("best:", json.dumps(best), f"({time.time() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
