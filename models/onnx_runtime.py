@@ -40,6 +40,12 @@ class OnnxScorer:
     ``predict`` returns shape ``(n,)`` when the model has one output column
     (a probability or an anomaly score) and ``(n, k)`` for ``k`` outputs
     (class probabilities).
+
+    Text models take int64 token ids of shape ``(batch, length)`` with a
+    dynamic length axis (``meta.features`` then names that one input column,
+    e.g. ``["tokens"]``); the feature-count check only applies to a fixed
+    second axis. What a model needs besides its graph (a vocabulary) travels
+    in the ONNX file's metadata: :attr:`metadata`.
     """
 
     def __init__(self, path: Path | str, meta: ModelMeta, *, threads: int | None = None) -> None:
@@ -74,6 +80,11 @@ class OnnxScorer:
     @property
     def features(self) -> list[str]:
         return self.meta.features
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The ONNX model's own metadata (``metadata_props``): key -> string, empty if none."""
+        return dict(self._session.get_modelmeta().custom_metadata_map)
 
     def __repr__(self) -> str:
         return f"OnnxScorer({self.meta.pipeline} v{self.meta.version}, {len(self.meta.features)} features)"
