@@ -1,9 +1,10 @@
 """``lepton train PIPELINE``: data → features → torch → ONNX → registry.
 
 Data comes from a file (through :mod:`connectors.replay`) or, by default,
-from the synthetic generator. Features come from the same functions the
-worker uses. The last 20 % in time is held out: its metrics and the alert
-threshold chosen on it are registered with the model.
+from the synthetic generator. Fraud features come from replaying the data in
+event time through the code the worker runs (:mod:`models.fraud.stream`);
+the last labelled week is held out: its metrics and the alert threshold
+chosen on it are registered with the model (:mod:`models.fraud.offline`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 from .meta import ModelMeta
 from .registry import ModelRegistry
 
-SYNTHETIC_ROWS = 200_000
-DEFAULT_EPOCHS = 8
+SYNTHETIC_ROWS = 400_000  # 40 days at the handbook's pace: windows and label delay fill up
+SYNTHETIC_START = 1_700_000_000.0
+ONLINE_CHECKPOINT = "online.pkl"  # the replayed online learner, next to model.onnx
 
 
 @contextlib.contextmanager
@@ -26,80 +28,123 @@ def _progress(enabled: bool, total: int, what: str) -> Iterator[Any]:
     if not enabled:
         yield lambda epoch, loss: None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn()) as bar:
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as bar:
         task = bar.add_task(what, total=total, loss=float("nan"))
         yield lambda epoch, loss: bar.update(task, completed=epoch, loss=loss)
 
 
-def _fraud_rows(data: Path | None, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """(amount, ts, label) arrays in time order, and a description of the source."""
+def _fraud_frame(data: Path | None, rows: int):
+    """The transactions (ts, card, merchant, amount, label) in time order, and where they came from."""
     if data is not None:
-        from connectors.replay import read_events
+        from connectors.replay import read_frame
 
-        pairs = list(read_events("fraud", data))
-        source = str(data)
-    else:
-        from connectors.generators import make_generator
+        frame = read_frame("fraud", data)
+        if "label" not in frame.columns or frame["label"].isna().all():
+            raise ValueError(f"{data}: training needs fraud labels (TX_FRAUD or label column)")
+        return frame, str(data)
+    from connectors.generators import TransactionGenerator
 
-        gen = iter(make_generator("fraud", seed=1, rate_per_s=10_000.0))
-        pairs = [next(gen) for _ in range(rows)]
-        source = "synthetic"
-    amount = np.fromiter((e["amount"] for e, _ in pairs), np.float64, len(pairs))
-    ts = np.fromiter((e["ts"] for e, _ in pairs), np.float64, len(pairs))
-    y = np.fromiter((int(bool(label)) for _, label in pairs), np.float32, len(pairs))
-    order = np.argsort(ts, kind="stable")
-    return amount[order], ts[order], y[order], source
+    # The handbook's pace (about 10k transactions a day): the scale the features are tuned to.
+    frame = TransactionGenerator(seed=1, start_ts=SYNTHETIC_START).batch(rows)
+    return frame.sort_values("ts", kind="stable").reset_index(drop=True), "synthetic"
 
 
 def train_fraud(settings: Any, *, data: Path | None = None, epochs: int | None = None,
-                promote: bool = True, progress: bool = False, rows: int = SYNTHETIC_ROWS) -> ModelMeta:
-    from .fraud_features import FEATURES, featurize
-    from .training import binary_metrics, choose_threshold, export_onnx, train_binary_classifier
+                promote: bool = True, progress: bool = False, rows: int = SYNTHETIC_ROWS,
+                train_end: str | None = None, label_delay_days: int = 7, seed: int = 0) -> ModelMeta:
+    """Replay the data through the live feature code, train, export, register.
 
-    amount, ts, y, source = _fraud_rows(data, rows)
+    The labels used are those known by ``train_end`` (a date, UTC; default: all
+    of them). The online learner replayed alongside is saved next to the model
+    (``online.pkl``) as the worker's warm start.
+    """
+    import datetime as dt
+
+    from .fraud import offline
+    from .fraud.features import DAY, FEATURES
+    from .fraud.online import OnlineFraudModel
+    from .fraud.stream import progress_bar, replay
+
+    frame, source = _fraud_frame(data, rows)
+    ts = frame["ts"].to_numpy(dtype=np.float64)
+    labelled = frame["label"].notna().to_numpy()
+    y = frame["label"].fillna(False).astype(bool).to_numpy()
     if y.sum() < 2:
         raise ValueError(f"{source}: needs at least 2 fraud labels to train, found {int(y.sum())}")
-    X = featurize(amount, ts)
-    cut = int(len(y) * 0.8)
-    epochs = epochs or DEFAULT_EPOCHS
-    with _progress(progress, epochs, "training fraud model") as report:
-        model = train_binary_classifier(X[:cut], y[:cut], epochs=epochs, progress=report)
-    import torch
+    known_before = float(ts[-1]) + 1.0
+    if train_end is not None:
+        import pandas as pd
 
-    with torch.no_grad():
-        val_scores = model(torch.from_numpy(X[cut:])).numpy().reshape(-1)
-    metrics = binary_metrics(y[cut:], val_scores)
-    threshold = choose_threshold(y[cut:], val_scores)
-    onnx_bytes = export_onnx(model, len(FEATURES))
+        end = pd.Timestamp(train_end)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        known_before = min(known_before, end.normalize().timestamp() + DAY)  # the whole end day
+    online = OnlineFraudModel(FEATURES, seed=seed)
+    with progress_bar(progress, len(frame), "replaying transactions") as report:
+        rep = replay(frame[frame["ts"] < known_before], label_delay_days=label_delay_days, online=online,
+                     progress=report)
+    n = len(rep.X)
+    train, val = offline.split_rows(ts[:n], labelled[:n], known_before, label_delay_days)
+    epochs = epochs or offline.EPOCHS
+    with _progress(progress, epochs * offline.ENSEMBLE, "training fraud model") as bar:
+        fit = offline.fit(rep.X, y[:n], train, val, epochs=epochs, seed=seed, progress=bar)
+
+    def iso(t: float) -> str:
+        return dt.datetime.fromtimestamp(float(t), dt.timezone.utc).isoformat(timespec="seconds")
+
     meta = ModelMeta(
         pipeline="fraud",
         features=FEATURES,
-        threshold=threshold,
-        metrics=metrics,
+        threshold=fit.threshold,
+        metrics=fit.validation,
         training={
+            **fit.training,
             "source": source,
-            "rows": int(len(y)),
-            "positives": int(y.sum()),
-            "train_rows": cut,
-            "validation": "last 20% in time",
-            "epochs": epochs,
-            "period": [float(ts[0]), float(ts[-1])],
+            "rows": n,
+            "positives": int(y[:n].sum()),
+            "validation": f"labelled transactions {iso(ts[val][0])}..{iso(ts[val][-1])}",
+            "period": [iso(ts[0]), iso(ts[n - 1])],
+            "train_period": [iso(ts[train][0]), iso(ts[train][-1])],
         },
+        extra={"label_delay_days": label_delay_days, "features_module": "models.fraud.features",
+               "online_checkpoint": ONLINE_CHECKPOINT,
+               "online_prequential": {k: (v if v == v else None) for k, v in online.quality.get().items()}},
     )
-    return ModelRegistry(settings.models_dir).register("fraud", onnx_bytes, meta, promote=promote)
+    registry = ModelRegistry(settings.models_dir)
+    meta = registry.register("fraud", fit.onnx_bytes, meta, promote=promote)
+    online.save(registry.model_path("fraud", meta.version).parent / ONLINE_CHECKPOINT)
+    return meta
 
 
-TRAINERS = {"fraud": train_fraud}
+def train_sentiment(settings: Any, **kw: Any) -> ModelMeta:
+    """Sentiment: see :func:`models.sentiment.train.train_sentiment` (options: model, test_where, train_part_only)."""
+    from .sentiment.train import train_sentiment as train
+
+    return train(settings, **kw)
+
+
+def train_anomaly(settings: Any, **kw: Any) -> ModelMeta:
+    """Anomaly: see :func:`models.anomaly.train.train_anomaly` (options: train_frames, train_fraction, seed, target_far)."""
+    from .anomaly.train import train_anomaly as train
+
+    return train(settings, **kw)
+
+
+TRAINERS = {"fraud": train_fraud, "sentiment": train_sentiment, "anomaly": train_anomaly}
 
 
 def train_pipeline(settings: Any, pipeline: str, *, data: Path | None = None, epochs: int | None = None,
-                   promote: bool = True, progress: bool = False) -> ModelMeta:
-    """Train and register ``pipeline``'s model; returns its registered metadata."""
+                   promote: bool = True, progress: bool = False, **options: Any) -> ModelMeta:
+    """Train and register ``pipeline``'s model; returns its registered metadata.
+
+    ``options`` go to the pipeline's trainer (fraud: ``train_end``, ``label_delay_days``, ``seed``).
+    """
     try:
         trainer = TRAINERS[pipeline]
     except KeyError:
         raise ValueError(f"training for '{pipeline}' is not available yet; available: {sorted(TRAINERS)}") from None
-    return trainer(settings, data=data, epochs=epochs, promote=promote, progress=progress)
+    return trainer(settings, data=data, epochs=epochs, promote=promote, progress=progress, **options)

@@ -61,6 +61,12 @@ SCORES = Histogram(
 ALERTS = Counter(
     "lepton_alerts_total", "Alerts raised.", ["pipeline", "severity"], registry=REGISTRY
 )
+ALERT_PRECISION = Gauge(
+    "lepton_alert_precision",
+    "Share of the alerts judged by feedback labels that were confirmed (unset until one is judged).",
+    ["pipeline"],
+    registry=REGISTRY,
+)
 MODEL_INFO = Gauge(
     "lepton_model_version_info",
     "1 for the model version serving now (champion) per pipeline.",
@@ -98,3 +104,29 @@ EMIT_RETRIES = Counter(
     "lepton_emit_retries_total", "Output sends retried after a broker error.", ["pipeline"], registry=REGISTRY
 )
 BUILD = Info("lepton_build", "Lepton version.", registry=REGISTRY)
+
+# --- online learning and model comparison (first used by the sentiment pipeline) -----------------
+PREQUENTIAL = Gauge(
+    "lepton_prequential_quality",
+    "Rolling prequential quality on labelled feedback (predict first, then learn).",
+    ["pipeline", "learner", "metric"],
+    registry=REGISTRY,
+)
+MODEL_AGREEMENT = Gauge(
+    "lepton_model_agreement_ratio",
+    "Share of messages on which a shadow model (challenger or online learner) agrees with the champion.",
+    ["pipeline", "model"],
+    registry=REGISTRY,
+)
+ONLINE_UPDATES = Counter(
+    "lepton_online_updates_total", "Online learner updates (labels learned).", ["pipeline"], registry=REGISTRY
+)
+CORRECTIONS = Counter(
+    "lepton_corrections_total",
+    "Label corrections received, by outcome (learned, missing: text no longer kept, invalid).",
+    ["pipeline", "outcome"],
+    registry=REGISTRY,
+)
+ESCALATED_CHANNELS = Gauge(
+    "lepton_escalated_channels", "Channels currently in an escalation alert.", ["pipeline"], registry=REGISTRY
+)

@@ -61,6 +61,49 @@ class Settings(BaseSettings):
     onnx_threads: int = Field(1, ge=1, description="intra-op threads per ONNX session.")
     pipelines: list[str] = Field(default_factory=lambda: ["fraud"], description="Pipelines a worker runs.")
 
+    # --- Sentiment -------------------------------------------------------------
+    sentiment_challenger: str = Field(
+        "none", description="Shadow model beside the champion: 'none', 'auto' (newest version of the other kind, "
+        "fast/accurate) or a version number.")
+    sentiment_blend: float = Field(
+        0.0, ge=0.0, le=1.0, description="Weight of the challenger in the served probabilities. 0: the champion "
+        "alone (the challenger scores a sample, in shadow); >0: both score every message and the label is the blend's.")
+    sentiment_shadow_max_per_batch: int = Field(
+        64, ge=0, description="Messages per batch the challenger scores (a sample: the accurate model is slow).")
+    sentiment_store_max: int = Field(200_000, ge=1, description="Message texts kept for corrections (oldest go first).")
+    sentiment_store_ttl_s: float = Field(7 * 86_400.0, gt=0, description="How long a text waits for its correction.")
+    sentiment_online_window: int = Field(1000, ge=10, description="Corrections over which prequential quality is measured.")
+    sentiment_housekeeping_s: float = Field(5.0, gt=0, description="Expire kept texts, reload the challenger.")
+    sentiment_mood_window_s: float = Field(300.0, gt=0, description="Channel mood window (event time).")
+    sentiment_mood_bucket_s: float = Field(10.0, gt=0, description="Resolution of the mood window.")
+    sentiment_escalation_min_messages: int = Field(20, ge=1, description="Messages in the window needed to raise.")
+    sentiment_escalation_raise_margin: float = Field(0.20, gt=0, description="Negative share above baseline that raises.")
+    sentiment_escalation_clear_margin: float = Field(0.08, ge=0, description="Back within this of baseline: clears.")
+    sentiment_escalation_z: float = Field(3.0, ge=0, description="The rise must be this many standard errors.")
+    sentiment_escalation_min_hold_s: float = Field(120.0, ge=0, description="An escalation stays raised at least this long.")
+    sentiment_baseline_messages: float = Field(500.0, gt=0, description="Memory of a channel's baseline, in messages.")
+    sentiment_warmup_messages: int = Field(200, ge=0, description="No escalation before a channel's baseline saw this many.")
+
+    # --- Anomaly pipeline (frames, not seconds; see models/anomaly/README.md) ----
+    anomaly_warmup_frames: int = Field(400, ge=20, description="An equipment's first frames: they calibrate its normal operation.")
+    anomaly_smoothing_frames: int = Field(5, ge=1, description="Span of the EWMA that averages sensor noise out.")
+    anomaly_baseline_halflife_frames: float = Field(1000.0, gt=0, description="How fast an equipment's normal level follows drift.")
+    anomaly_alert_adapt_factor: float = Field(0.5, ge=0, le=1, description="Baseline adaptation during an alert, relative to normal.")
+    anomaly_spike_clip: float = Field(6.0, gt=0, description="Readings are winsorized at +-this many warm-up sd before smoothing.")
+    anomaly_learn_below: float = Field(1.0, gt=0, le=1, description="Frames teach the normal spread and the River detector only under this score ratio (1 = threshold).")
+    anomaly_clip: float = Field(20.0, gt=0, description="Standardized deviations are clipped to +-clip.")
+    anomaly_default_threshold: float = Field(3.0, gt=0, description="RMS deviation threshold when the model has no calibrated one.")
+    anomaly_calibration_quantile: float = Field(0.99, gt=0, lt=1, description="Warm-up score quantile an equipment calibrates its threshold with.")
+    anomaly_raise_after: int = Field(5, ge=1, description="k: consecutive anomalous frames that raise an alert.")
+    anomaly_clear_after: int = Field(5, ge=1, description="m: consecutive normal frames that clear it.")
+    anomaly_top_sensors: int = Field(3, ge=1, description="Sensors named in scores and alerts.")
+    anomaly_detector_weight: float = Field(0.5, ge=0, le=1, description="Share of the River detector in the blended score.")
+    anomaly_hst_trees: int = Field(10, ge=1, description="HalfSpaceTrees: trees per equipment.")
+    anomaly_hst_height: int = Field(6, ge=1, le=12, description="HalfSpaceTrees: tree height.")
+    anomaly_hst_window: int = Field(250, ge=16, description="HalfSpaceTrees: frames per reference window.")
+    anomaly_feedback_frames: int = Field(900, ge=0, description="Recent frames kept per equipment for maintenance labels.")
+    anomaly_target_far: float = Field(0.1, gt=0, lt=1, description="Training calibrates the threshold to this alert rate on held-out normal data.")
+
     # --- Storage ---------------------------------------------------------------
     home: Path = Field(Path(".lepton"), description="Models, tables and checkpoints live here.")
 
