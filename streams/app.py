@@ -24,20 +24,36 @@ from .model_slot import ModelSlot
 from .pipeline import BatchAgent, Pipeline
 from .records import Limits
 from .settings import Settings
-from .topics import Topics
 
 log = logging.getLogger(__name__)
 
 
-def _fraud(slot: ModelSlot, topics: Topics) -> Pipeline:
-    return FraudPipeline(slot, topics)
+def _fraud(slot: ModelSlot, settings: Settings) -> Pipeline:
+    return FraudPipeline(slot, settings.topics)
 
 
-#: pipeline name -> factory taking its model slot
-#: the feature columns each pipeline computes (a model must expect exactly these)
+def _sentiment(slot: ModelSlot, settings: Settings) -> Pipeline:
+    from .sentiment import SentimentPipeline
+
+    return SentimentPipeline(slot, settings.topics, settings)
+
+
+def _anomaly(slot: ModelSlot, settings: Settings) -> Pipeline:
+    from models.anomaly.config import AnomalyConfig
+
+    from .anomaly import AnomalyPipeline
+
+    return AnomalyPipeline(slot, settings.topics, AnomalyConfig.from_settings(settings))
+
+
+#: the feature columns each pipeline computes (a model must expect exactly these);
+#: sentiment (token ids) and anomaly (any sensors) check their inputs themselves
 PIPELINE_FEATURES: dict[str, list[str]] = {"fraud": FRAUD_FEATURES}
 
-PIPELINE_FACTORIES: dict[str, Callable[[ModelSlot, Topics], Pipeline]] = {"fraud": _fraud}
+#: pipeline name -> factory taking its model slot and the settings
+PIPELINE_FACTORIES: dict[str, Callable[[ModelSlot, Settings], Pipeline]] = {
+    "fraud": _fraud, "sentiment": _sentiment, "anomaly": _anomaly,
+}
 
 
 @dataclass
@@ -92,7 +108,7 @@ def create_app(settings: Settings, bootstrap: str) -> Runtime:
     for name in settings.pipelines:
         slot = ModelSlot(registry, name, threads=settings.onnx_threads, features=PIPELINE_FEATURES.get(name))
         slot.load_now()
-        agent = BatchAgent(app, PIPELINE_FACTORIES[name](slot, settings.topics), limits, settings.topics,
+        agent = BatchAgent(app, PIPELINE_FACTORIES[name](slot, settings), limits, settings.topics,
                            max_inflight_batches=settings.max_inflight_batches)
         agent.register()
         runtime.slots[name] = slot
