@@ -152,6 +152,20 @@ def train(settings: Settings, pipeline: str, data: Path | None, epochs: int | No
     click.echo(f"registered {pipeline} v{meta.version} (threshold {meta.threshold:.3f}; {metrics})")
 
 
+# --- evaluate ----------------------------------------------------------------------
+
+@main.group()
+def evaluate() -> None:
+    """Stream a labelled file through a pipeline's own code and report its quality."""
+
+
+# --- evaluate fraud (issue 3) ---
+
+# --- evaluate sentiment (issue 4) ---
+
+# --- evaluate anomaly (issue 5) ---
+
+
 # --- models ------------------------------------------------------------------------
 
 @main.group()
