@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.fraud_features import FEATURES, featurize
+from models.fraud.features import FEATURES, FeatureEngine
 
 from . import metrics
 from .batching import Output
@@ -31,6 +31,16 @@ class FraudPipeline(Pipeline):
         self.alerts_topic = topics.alerts
         self._scores = metrics.SCORES.labels(self.name)
         self._alerts = {s: metrics.ALERTS.labels(self.name, s) for s in ("warning", "critical")}
+        self._engines: dict[int, FeatureEngine] = {}
+        self.cards: dict[str, bytes] = {}
+        self.terminals: dict[str, bytes] = {}
+
+    def engine(self, label_delay_days: int) -> FeatureEngine:
+        """The feature engine for a model's label delay (training and serving must agree)."""
+        engine = self._engines.get(label_delay_days)
+        if engine is None:
+            engine = self._engines[label_delay_days] = FeatureEngine(label_delay_days)
+        return engine
 
     def process(self, events: Sequence[Transaction], now: float) -> list[Output]:
         scorer = self.slot.scorer
@@ -41,7 +51,9 @@ class FraudPipeline(Pipeline):
         n = len(events)
         amount = np.fromiter((e.amount for e in events), np.float64, n)
         ts = np.fromiter((e.ts for e in events), np.float64, n)
-        X = featurize(amount, ts)
+        engine = self.engine(int(meta.extra.get("label_delay_days", 7)))
+        X = engine.transform(ts, [e.card for e in events], [e.merchant for e in events], amount,
+                             self.cards, self.terminals)
         with metrics.INFERENCE.labels(self.name, str(version)).time():
             probability = scorer.predict(X)
         threshold = meta.threshold

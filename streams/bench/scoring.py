@@ -7,13 +7,11 @@ the way a per-event framework's documentation writes it.
 
 Features follow the registered model's metadata (``meta.features``):
 
-* ``stateless``: the model takes :data:`models.fraud_features.FEATURES`
-  (computed from the event alone);
 * ``stateful``: the model takes :data:`models.fraud.features.FEATURES`, per-card
   and per-terminal state; the baseline keeps that state in plain in-process
   dicts (no changelog, no expiry) and calls the same
   :class:`~models.fraud.features.FeatureEngine` on one-row batches;
-* ``approximate``: neither matches (a model from newer code): the columns known
+* ``approximate``: it does not match (a model from newer code): the columns known
   by name are computed, the others are zero, and the result says so.
 
 Baselines do not learn online, raise alerts or export metrics: Lepton does
@@ -37,20 +35,6 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 Featurizer = Callable[[Transaction], np.ndarray]
-
-
-def _stateless(features: list[str]) -> Featurizer | None:
-    try:
-        from models.fraud_features import FEATURES, featurize
-    except ImportError:
-        return None
-    if list(features) != list(FEATURES):
-        return None
-
-    def one(tx: Transaction) -> np.ndarray:
-        return featurize(np.array([tx.amount]), np.array([tx.ts]))
-
-    return one
 
 
 def _stateful(features: list[str], extra: dict[str, Any]) -> Featurizer | None:
@@ -101,11 +85,9 @@ def _approximate(features: list[str]) -> Featurizer:
 
 def featurizer_for(features: list[str], extra: dict[str, Any] | None = None) -> tuple[Featurizer, str]:
     """A one-event featurizer for a model taking ``features``, and its mode (see module doc)."""
-    for mode, make in (("stateless", lambda: _stateless(features)),
-                       ("stateful", lambda: _stateful(features, extra or {}))):
-        one = make()
-        if one is not None:
-            return one, mode
+    one = _stateful(features, extra or {})
+    if one is not None:
+        return one, "stateful"
     return _approximate(features), "approximate"
 
 
