@@ -9,15 +9,34 @@ the champion (the registry's, fast or accurate); a sample of it is scored by a
 shadow challenger, if one is configured, and the two labels' agreement is
 counted. Every text is kept for a while (:class:`~models.sentiment.store.TextStore`)
 so that corrections arriving on ``sentiment-labels`` (``{id, label}``) can
-teach the River online model (:meth:`SentimentPipeline.learn`).
+teach the River online model (:meth:`SentimentPipeline.learn`); a correction
+that arrives before its message was scored waits for it
+(``sentiment_correction_wait_s``).
+
+Worker state (channel mood, kept texts, waiting corrections, the online model)
+is checkpointed to ``LEPTON_HOME/state/sentiment/checkpoint.pkl`` every
+``sentiment_checkpoint_s`` and at shutdown, and restored at start
+(:class:`Checkpoints`). Why files and not Faust tables: Faust's table recovery
+reads the changelog's end offset with ListOffsets, which the embedded broker
+(Tansu) answers with the base offset of the last record batch + 1 (800 records
+in two batches: 501), so recovery would stop early and silently drop state;
+and the text store would add one changelog record (and later a tombstone) per
+message. Inputs are keyed by channel, so a channel's mood lives in one
+partition and so in one worker; a re-delivered message (after a crash) is
+counted in the mood once, because its id is still among the kept texts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
+import pickle
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,6 +60,8 @@ from .topics import Topics
 log = logging.getLogger(__name__)
 
 NEGATIVE = 0
+CHECKPOINT_VERSION = 1
+MAX_WAITING_CORRECTIONS = 100_000
 
 
 @dataclass(slots=True)
@@ -148,6 +169,10 @@ class SentimentPipeline(Pipeline):
         self.shadow_agreed = 0
         self.corrections_learned = 0
         self.corrections_missed = 0
+        self.correction_wait_s = s.sentiment_correction_wait_s
+        self._waiting: OrderedDict[str, tuple[int, float]] = OrderedDict()  # id -> (label, received at)
+        self._changes = 0  # state changes since the last checkpoint
+        self.checkpoints: Checkpoints | None = None
         self._scores = metrics.SCORES.labels(self.name)
         self._alerts = {s: metrics.ALERTS.labels(self.name, s) for s in ("warning", "critical")}
 
@@ -199,6 +224,7 @@ class SentimentPipeline(Pipeline):
         outputs: list[Output] = []
         append = outputs.append
         mood_add = self.mood.add
+        store = self.store
         names = LABELS
         ids, ts = [], []
         for e, y, (pn, pu, pp) in zip(events, label_ids, p):
@@ -210,8 +236,12 @@ class SentimentPipeline(Pipeline):
                 "model_version": version, "model_kind": kind, "blended_with": blended,
                 "latency_ms": round((now - e.ts) * 1000.0, 3),
             })))
-            mood_add(e.channel, e.ts, y == NEGATIVE, pn, e.id, e.text)
-        self.store.put_many(ids, ts, texts, label_ids)
+            if e.id not in store:  # a message re-delivered after a restart counts once
+                mood_add(e.channel, e.ts, y == NEGATIVE, pn, e.id, e.text)
+        store.put_many(ids, ts, texts, label_ids)
+        self._changes += 1
+        if self._waiting:
+            self._learn_waiting(ids)
         for t in self.mood.check():
             append(Output(self.alerts_topic, t.channel.encode(), dumps(self._alert(t, version))))
         step = max(1, len(events) // 64)
@@ -269,23 +299,68 @@ class SentimentPipeline(Pipeline):
 
     # --- learning from corrections -------------------------------------------------------------
 
-    def learn(self, corrections: Sequence[Correction]) -> int:
-        """Teach the online model the corrected labels of messages still in the store; returns how many."""
+    def learn(self, corrections: Sequence[Correction], now: float | None = None) -> int:
+        """Teach the online model the corrected labels of messages in the store; returns how many.
+
+        A correction whose message is not (yet) kept waits for it up to
+        ``sentiment_correction_wait_s`` (corrections and messages travel on
+        different topics: one may overtake the other); then it counts as missing.
+        """
+        now = time.time() if now is None else now
         learned = 0
         for c in corrections:
             kept = self.store.pop(c.id)
             if kept is None:
-                self.corrections_missed += 1
-                metrics.CORRECTIONS.labels(self.name, "missing").inc()
+                self._wait(c, now)
                 continue
             self.online.learn(kept.text, c.label, champion_label=kept.label)
             learned += 1
-        if learned:
-            self.corrections_learned += learned
-            metrics.CORRECTIONS.labels(self.name, "learned").inc(learned)
-            metrics.ONLINE_UPDATES.labels(self.name).inc(learned)
-            self.export_quality()
+        self._learned(learned)
         return learned
+
+    def _learned(self, n: int) -> None:
+        if n:
+            self.corrections_learned += n
+            self._changes += 1
+            metrics.CORRECTIONS.labels(self.name, "learned").inc(n)
+            metrics.ONLINE_UPDATES.labels(self.name).inc(n)
+            self.export_quality()
+
+    def _missed(self, n: int) -> None:
+        if n:
+            self.corrections_missed += n
+            metrics.CORRECTIONS.labels(self.name, "missing").inc(n)
+
+    def _wait(self, c: Correction, now: float) -> None:
+        if self.correction_wait_s <= 0:
+            self._missed(1)
+            return
+        self._waiting[c.id] = (c.label, now)
+        self._changes += 1
+        if len(self._waiting) > MAX_WAITING_CORRECTIONS:
+            self._waiting.popitem(last=False)
+            self._missed(1)
+
+    def _learn_waiting(self, ids: list[str]) -> None:
+        """Corrections that were waiting for messages of this batch."""
+        waiting = self._waiting
+        ready = [(i, waiting.pop(i)[0]) for i in ids if i in waiting]
+        learned = 0
+        for message_id, label in ready:
+            kept = self.store.pop(message_id)
+            if kept is not None:
+                self.online.learn(kept.text, label, champion_label=kept.label)
+                learned += 1
+        self._learned(learned)
+
+    def expire_waiting(self, now: float) -> int:
+        """Corrections that waited longer than ``sentiment_correction_wait_s`` count as missing."""
+        waiting, limit, n = self._waiting, now - self.correction_wait_s, 0
+        while waiting and next(iter(waiting.values()))[1] < limit:
+            waiting.popitem(last=False)
+            n += 1
+        self._missed(n)
+        return n
 
     def quality(self) -> dict[str, float]:
         """Every number to export as a gauge: prequential quality, agreement rates, store size."""
@@ -293,6 +368,7 @@ class SentimentPipeline(Pipeline):
         q["challenger_agreement"] = self.agreement()
         q["corrections_learned"] = float(self.corrections_learned)
         q["corrections_missed"] = float(self.corrections_missed)
+        q["corrections_waiting"] = float(len(self._waiting))
         q["texts_kept"] = float(len(self.store))
         q["escalated_channels"] = float(len(self.mood.escalated))
         return q
@@ -308,22 +384,77 @@ class SentimentPipeline(Pipeline):
     # --- housekeeping and wiring ---------------------------------------------------------------
 
     def housekeeping(self, now: float | None = None) -> None:
-        """Expire old texts and (re)load the challenger. Blocking: run it in an executor."""
-        self.store.expire(time.time() if now is None else now)
+        """Expire old texts and waiting corrections, (re)load the challenger. Blocking (a model load)."""
+        self.expire(now)
         self.challenger.refresh(self.slot.version)
 
+    def expire(self, now: float | None = None) -> None:
+        """The cheap part of housekeeping (runs on the event loop, beside ``process``)."""
+        now = time.time() if now is None else now
+        if self.store.expire(now) + self.expire_waiting(now):
+            self._changes += 1
+
     def state_dict(self) -> dict[str, Any]:
-        """Channel mood and kept texts, JSON-friendly (the online model checkpoints with ``online.save``)."""
+        """Channel mood, kept texts and waiting corrections, JSON-friendly (the online model: ``online.save``)."""
         return {"mood": self.mood.to_dict(), "store": self.store.to_dict(),
-                "corrections": [self.corrections_learned, self.corrections_missed]}
+                "corrections": [self.corrections_learned, self.corrections_missed],
+                "waiting": [[k, label, at] for k, (label, at) in self._waiting.items()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        s = self.settings
         self.mood = ChannelMood.from_dict(state["mood"], self.mood.config)
-        self.store = TextStore.from_dict(state["store"])
+        store = TextStore.from_dict(state["store"])
+        store.max_items, store.ttl_s = s.sentiment_store_max, s.sentiment_store_ttl_s  # today's settings rule
+        self.store = store
         self.corrections_learned, self.corrections_missed = state.get("corrections", [0, 0])
+        self._waiting = OrderedDict((k, (int(label), float(at))) for k, label, at in state.get("waiting", []))
+
+    def checkpoint_bytes(self) -> bytes:
+        """Everything the worker learned, online model included (pickle: load only your own files)."""
+        self._changes = 0
+        return pickle.dumps({"version": CHECKPOINT_VERSION, "state": self.state_dict(), "online": self.online},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore_checkpoint(self, data: bytes) -> None:
+        """Replace the state with a checkpoint's (raises ValueError if it is not one)."""
+        try:
+            obj = pickle.loads(data)
+        except Exception as exc:  # a truncated or foreign file
+            raise ValueError(f"unreadable sentiment checkpoint: {exc}") from exc
+        if not isinstance(obj, dict) or obj.get("version") != CHECKPOINT_VERSION \
+                or not isinstance(obj.get("online"), OnlineSentiment):
+            raise ValueError("not a sentiment checkpoint of this version")
+        self.load_state_dict(obj["state"])
+        self.online = obj["online"]
+        self._changes = 0
+        self.export_quality()
+        metrics.ESCALATED_CHANNELS.labels(self.name).set(len(self.mood.escalated))
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint now (if this worker owns the state directory)."""
+        if self.checkpoints is None:
+            return None
+        return self.checkpoints.write(self.checkpoint_bytes())
 
     def setup(self, app: Any) -> None:
-        """Corrections agent on ``sentiment-labels`` and a housekeeping timer."""
+        """Restore the checkpoint; corrections agent; housekeeping and checkpoint timers; a last checkpoint at shutdown."""
+        s = self.settings
+        checkpoints = Checkpoints(s.state_dir / "sentiment")
+        if checkpoints.acquire():
+            self.checkpoints = checkpoints
+            data = checkpoints.read()
+            if data is not None:
+                try:
+                    self.restore_checkpoint(data)
+                    log.info("sentiment: state restored from %s (%d channels, %d texts kept, %d online updates)",
+                             checkpoints.path, len(self.mood.channels), len(self.store), self.online.updates)
+                except ValueError as exc:
+                    kept = checkpoints.set_aside()
+                    log.error("sentiment: %s; starting with empty state (the file is kept as %s)", exc, kept)
+        else:
+            log.warning("sentiment: another worker checkpoints to %s; this one keeps its state in memory only "
+                        "(give each worker its own LEPTON_HOME)", checkpoints.directory)
+
         feedback = app.topic(self.topics.feedback, value_serializer="raw")
 
         async def corrections(stream: Any) -> None:
@@ -337,9 +468,76 @@ class SentimentPipeline(Pipeline):
         app.agent(feedback, name="lepton.sentiment_corrections")(corrections)
 
         async def sentiment_housekeeping() -> None:
-            await asyncio.get_running_loop().run_in_executor(None, self.housekeeping)
+            self.expire()
+            await asyncio.get_running_loop().run_in_executor(None, self.challenger.refresh, self.slot.version)
 
-        app.timer(self.settings.sentiment_housekeeping_s)(sentiment_housekeeping)
+        app.timer(s.sentiment_housekeeping_s)(sentiment_housekeeping)
+
+        async def sentiment_checkpoint() -> None:
+            if self.checkpoints is not None and self._changes:
+                data = self.checkpoint_bytes()  # on the loop: a consistent snapshot
+                await asyncio.get_running_loop().run_in_executor(None, self.checkpoints.write, data)
+
+        app.timer(s.sentiment_checkpoint_s)(sentiment_checkpoint)
+
+        async def final_checkpoint(sender: Any = None, **_: Any) -> None:
+            if self.checkpoints is not None:
+                self.save_checkpoint()
+                log.info("sentiment: state checkpointed to %s", self.checkpoints.path)
+
+        self._final_checkpoint = final_checkpoint  # a signal holds its receivers weakly
+        app.on_before_shutdown.connect(final_checkpoint)
 
 
-__all__ = ["Challenger", "Correction", "SentimentPipeline", "parse_correction"]
+class Checkpoints:
+    """One file per state directory, written atomically, owned by one worker at a time (a lock file).
+
+    >>> import tempfile
+    >>> a, b = Checkpoints(Path(tempfile.mkdtemp())), None
+    >>> a.acquire(), a.read()
+    (True, None)
+    >>> _ = a.write(b"state")
+    >>> b = Checkpoints(a.directory)
+    >>> b.acquire(), b.read()
+    (False, b'state')
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / "checkpoint.pkl"
+        self._lock: Any = None
+
+    def acquire(self) -> bool:
+        """Lock the directory for this process; False if another live process holds it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle = open(self.directory / "lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock = handle  # held until the process exits
+        return True
+
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, data: bytes) -> Path:
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+        return self.path
+
+    def set_aside(self) -> Path:
+        bad = self.path.with_suffix(f".bad-{int(time.time())}")
+        self.path.replace(bad)
+        return bad
+
+
+__all__ = ["Challenger", "Checkpoints", "Correction", "SentimentPipeline", "parse_correction"]

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     sentiment_store_ttl_s: float = Field(7 * 86_400.0, gt=0, description="How long a text waits for its correction.")
     sentiment_online_window: int = Field(1000, ge=10, description="Corrections over which prequential quality is measured.")
     sentiment_housekeeping_s: float = Field(5.0, gt=0, description="Expire kept texts, reload the challenger.")
+    sentiment_checkpoint_s: float = Field(
+        10.0, gt=0, description="How often the worker checkpoints mood, kept texts and the online model to "
+        "LEPTON_HOME/state/sentiment/ (also at shutdown; restored at start).")
+    sentiment_correction_wait_s: float = Field(
+        60.0, ge=0, description="A correction that arrives before its message was scored waits this long for it.")
     sentiment_mood_window_s: float = Field(300.0, gt=0, description="Channel mood window (event time).")
     sentiment_mood_bucket_s: float = Field(10.0, gt=0, description="Resolution of the mood window.")
     sentiment_escalation_min_messages: int = Field(20, ge=1, description="Messages in the window needed to raise.")

@@ -50,6 +50,9 @@ class TextStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._items
+
     def put(self, message_id: str, ts: float, text: str, label: int) -> None:
         items = self._items
         if message_id in items:  # a re-delivered message: keep its place

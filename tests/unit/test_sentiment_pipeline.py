@@ -117,9 +117,12 @@ def test_corrections_teach_the_online_model(home) -> None:
     names = ("negative", "neutral", "positive")
     learned = pipeline.learn([Correction(m.id, names.index(l)) for m, l in zip(batch, labels)])
     assert learned == 1200
-    assert pipeline.learn([Correction("never-seen", 0), Correction(batch[0].id, 0)]) == 0  # each learned once
-    q = pipeline.quality()
-    assert q["corrections_learned"] == 1200 and q["corrections_missed"] == 2
+    t0 = 1_800_000_000.0
+    assert pipeline.learn([Correction("never-seen", 0), Correction(batch[0].id, 0)], now=t0) == 0  # learned once
+    assert pipeline.quality()["corrections_waiting"] == 2  # they wait for their message...
+    pipeline.expire(t0 + pipeline.correction_wait_s + 1)
+    q = pipeline.quality()  # ...and count as missing when it does not come
+    assert q["corrections_learned"] == 1200 and q["corrections_missed"] == 2 and q["corrections_waiting"] == 0
     assert q["online_accuracy"] > 0.8 and q["champion_accuracy"] > 0.9
     assert 0.0 <= q["online_champion_agreement"] <= 1.0
     state = pipeline.state_dict()
@@ -153,7 +156,12 @@ def test_setup_registers_the_corrections_agent_and_housekeeping(home) -> None:
             return lambda fn: registered.setdefault("agent", (channel, name, fn))
 
         def timer(self, seconds):
-            return lambda fn: registered.setdefault("timer", (seconds, fn))
+            return lambda fn: registered.setdefault("timers", []).append((seconds, fn)) or fn
+
+        class on_before_shutdown:
+            @staticmethod
+            def connect(fn):
+                registered["shutdown"] = fn
 
     pipeline = make(home)
     pipeline.setup(FakeApp())
@@ -167,7 +175,10 @@ def test_setup_registers_the_corrections_agent_and_housekeeping(home) -> None:
 
     asyncio.run(registered["agent"][2](stream()))
     assert pipeline.corrections_learned == 1
-    asyncio.run(registered["timer"][1]())
+    for _, timer in registered["timers"]:
+        asyncio.run(timer())
+    asyncio.run(registered["shutdown"](None))
+    assert pipeline.checkpoints is not None and pipeline.checkpoints.path.is_file()
 
 
 def test_blend_scores_every_message_with_both_models(home) -> None:
@@ -178,3 +189,35 @@ def test_blend_scores_every_message_with_both_models(home) -> None:
     rec = orjson.loads(outputs[0].value)
     assert rec["blended_with"] == 2 and rec["model_version"] == 1
     assert pipeline.shadow_scored == 300 and pipeline.agreement() == 1.0
+
+
+def test_a_correction_may_arrive_before_its_message(home) -> None:
+    pipeline = make(home)
+    batch, labels = messages(50, seed=41)
+    assert pipeline.learn([Correction(batch[10].id, 0)], now=batch[0].ts) == 0
+    pipeline.process(batch, batch[-1].ts)
+    q = pipeline.quality()
+    assert q["corrections_learned"] == 1 and q["corrections_waiting"] == 0 and pipeline.online.updates > 0
+    assert batch[10].id not in pipeline.store  # learned once: the text is consumed
+
+
+def test_checkpoint_restores_mood_texts_waiting_corrections_and_online_model(home) -> None:
+    pipeline = make(home)
+    batch, labels = messages(600, seed=51)
+    pipeline.process(batch[:500], batch[499].ts)
+    names = ("negative", "neutral", "positive")
+    pipeline.learn([Correction(m.id, names.index(l)) for m, l in zip(batch[:100], labels[:100])])
+    pipeline.learn([Correction(batch[550].id, 0)], now=batch[0].ts)  # waits for a message not yet scored
+    updates = pipeline.online.updates
+    again = make(home)
+    again.restore_checkpoint(pipeline.checkpoint_bytes())
+    assert again.online.updates == updates and len(again.store) == 400
+    assert again.mood.snapshot() == pipeline.mood.snapshot()
+    assert again.quality()["corrections_learned"] == 100 and again.quality()["corrections_waiting"] == 1
+    # a message re-delivered after the restart is not counted twice in its channel's mood
+    before = sum(c["messages"] for c in again.mood.snapshot().values())
+    again.process(batch[400:600], batch[599].ts)
+    assert sum(c["messages"] for c in again.mood.snapshot().values()) == before + 100
+    assert again.quality()["corrections_learned"] == 101  # the waiting correction met its message
+    with pytest.raises(ValueError):
+        again.restore_checkpoint(b"not a checkpoint")
