@@ -2,7 +2,8 @@
 
 One JSON message per event, keyed by the natural key so a card's (channel's,
 pump's) events stay in one partition and in order. Labels go to the feedback
-topic under the same key. With ``label_delay_s`` a label is released only once
+topic under the same key (anomaly labels as maintenance intervals
+``{equipment_id, from_ts, to_ts, is_anomaly}``). With ``label_delay_s`` a label is released only once
 the *event time* of the stream has passed ``ts + delay``, as if it were learned
 later (the handbook's fraud labels arrive 7 days late), whatever the sending
 rate.
@@ -31,6 +32,7 @@ from streams.topics import PIPELINES
 
 from .admin import ensure_topics
 from .kafka_config import kafka_python_config
+from .maintenance import MaintenanceIntervals
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,10 @@ _MAX_BEHIND_S = 1.0  # a rate-limited producer that falls behind catches up at m
 
 
 def label_record(pipeline: str, event_id: str, label: Any) -> dict[str, Any]:
-    """The feedback message for one event: ``{"id", "is_fraud" | "label" | "is_anomaly"}``."""
+    """The feedback message for one event: ``{"id", "is_fraud" | "label" | "is_anomaly"}``.
+
+    (:func:`schedule` sends anomaly labels as maintenance intervals instead.)
+    """
     if pipeline == "fraud":
         return {"id": event_id, "is_fraud": bool(label)}
     if pipeline == "sentiment":
@@ -68,28 +73,40 @@ def unzip(pairs: Iterable[tuple[dict, Any]]) -> tuple[Iterator[dict], Iterator[A
 
 
 def schedule(
-    pipeline: str, events: Iterable[dict], labels: Iterable[Any] | None = None, label_delay_s: float = 0.0
+    pipeline: str, events: Iterable[dict], labels: Iterable[Any] | None = None, label_delay_s: float = 0.0,
+    *, label_max_frames: int = 600,
 ) -> Iterator[tuple[bool, str, dict[str, Any]]]:
     """Messages in sending order: ``(is_label, key, record)``.
 
     A label (None: no label) follows its event once the event-time clock (the
     largest ``ts`` sent so far) reaches ``ts + label_delay_s``; the labels still
-    pending when the events run out follow at the end.
+    pending when the events run out follow at the end. Anomaly frame labels
+    become maintenance intervals (:mod:`connectors.maintenance`, at most
+    ``label_max_frames`` frames each), released after their ``to_ts``.
     """
     key_field = KEY_FIELDS[pipeline]
     pending: list[tuple[float, int, str, dict[str, Any]]] = []
     clock = float("-inf")
     label_iter = iter(labels) if labels is not None else itertools.repeat(None)
-    for seq, (event, label) in enumerate(zip(events, label_iter)):
+    intervals = MaintenanceIntervals(label_max_frames) if pipeline == "anomaly" else None
+    order = itertools.count()
+    for event, label in zip(events, label_iter):
         key = str(event[key_field])
         yield False, key, event
         ts = float(event["ts"])
         clock = max(clock, ts)
         if label is not None:
-            heapq.heappush(pending, (ts + label_delay_s, seq, key, label_record(pipeline, event["id"], label)))
+            if intervals is not None:
+                for record in intervals.add(key, ts, bool(label)):
+                    heapq.heappush(pending, (record["to_ts"] + label_delay_s, next(order), key, record))
+            else:
+                heapq.heappush(pending, (ts + label_delay_s, next(order), key,
+                                         label_record(pipeline, event["id"], label)))
         while pending and pending[0][0] <= clock:
             _, _, k, record = heapq.heappop(pending)
             yield True, k, record
+    for record in intervals.close() if intervals is not None else ():
+        heapq.heappush(pending, (record["to_ts"] + label_delay_s, next(order), record["equipment_id"], record))
     while pending:
         _, _, k, record = heapq.heappop(pending)
         yield True, k, record
@@ -166,7 +183,7 @@ def produce(
     topics = settings.topics.pipeline(pipeline)
     ensure_topics(bootstrap, [topics.input, topics.feedback], settings=settings)
     source = itertools.islice(events, count) if count is not None else events
-    messages = schedule(pipeline, source, labels, label_delay_s)
+    messages = schedule(pipeline, source, labels, label_delay_s, label_max_frames=settings.anomaly_label_max_frames)
     chunk = max(1, min(int(rate / 20), 10_000)) if rate else 10_000
     producer = KafkaProducer(**kafka_python_config(settings, bootstrap), client_id="lepton-producer",
                              **_PRODUCER_OPTIONS)

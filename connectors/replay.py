@@ -18,6 +18,7 @@ date-times are taken as UTC).
 
 from __future__ import annotations
 
+import heapq
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,6 +46,9 @@ _LABEL_ALIASES = {
     "anomaly": ("label", "is_anomaly", "anomaly"),
 }
 _NOT_SENSORS = {"id", "ts", "equipment_id", "label", "is_anomaly", "anomaly", "changepoint"}
+
+
+_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".gz", ".txt")
 
 
 class ReplayError(ValueError):
@@ -136,6 +140,20 @@ def read_frame(pipeline: str, path: str | Path) -> pd.DataFrame:
         elif not known.all():
             df["label"] = df["label"].astype(object).where(known, None)
     return df.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def read_events_from(pipeline: str, path: str | Path) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Like :func:`read_events`, for a file or a folder of them (searched recursively), merged in event time.
+
+    A folder of SKAB runs becomes one stream of several equipment (``valve1-3``, ...).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return read_events(pipeline, path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(_SUFFIXES))
+    if not files:
+        raise ReplayError(f"{path}: no .csv, .csv.gz or .parquet files in it")
+    return heapq.merge(*(read_events(pipeline, f) for f in files), key=lambda pair: pair[0]["ts"])
 
 
 def read_events(pipeline: str, path: str | Path) -> Iterator[tuple[dict[str, Any], Any]]:

@@ -8,9 +8,12 @@ by equipment so that the two stay in order.
 
 The scoring itself (per-equipment normalization, the ONNX model, the River
 detector, hysteresis) is :class:`models.anomaly.engine.AnomalyEngine`; this
-module turns its arrays into records and metrics. Per-equipment state must be
-made durable by the caller, through the checkpoint methods below (a file in the
-worker's state dir, or one Faust table entry per equipment).
+module turns its arrays into records and metrics. In a worker, :meth:`setup`
+adds the ``maintenance-labels`` agent and makes per-equipment state durable:
+one checkpoint file per equipment in the worker's state dir, written
+periodically, on partition revocation and at shutdown, and read back on an
+equipment's first frame (:mod:`streams.anomaly_state` says why files, not a
+Faust table).
 
 A score record::
 
@@ -33,13 +36,16 @@ import numpy as np
 
 from models.anomaly.config import AnomalyConfig
 from models.anomaly.engine import AlertEvent, AnomalyEngine
-from models.anomaly.state import AnomalyState, EquipmentState
+from models.anomaly.feedback import MaintenanceLabel, parse_maintenance_label
+from models.anomaly.state import AnomalyState, CheckpointError, EquipmentState
 
 from . import metrics
+from .anomaly_state import Checkpointer, CheckpointStore
 from .batching import Output
 from .model_slot import ModelSlot
 from .pipeline import Pipeline
-from .records import SensorFrame, dumps, parse_sensor_frame
+from .records import InvalidRecord, SensorFrame, dumps, parse_sensor_frame
+from .settings import Settings, get_settings
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -50,11 +56,10 @@ class AnomalyPipeline(Pipeline):
     parse = staticmethod(parse_sensor_frame)
 
     def __init__(self, slot: ModelSlot, topics: Topics, config: AnomalyConfig | None = None,
-                 state: AnomalyState | None = None) -> None:
+                 state: AnomalyState | None = None, *, settings: Settings | None = None) -> None:
         if config is None:
-            from .settings import get_settings
-
-            config = AnomalyConfig.from_settings(get_settings())
+            config = AnomalyConfig.from_settings(settings or get_settings())
+        self.settings = settings  # set by the worker's factory: state dir, checkpoint timing (see setup)
         self.slot = slot
         self.topics = topics.pipeline(self.name)
         self.alerts_topic = topics.alerts
@@ -63,6 +68,8 @@ class AnomalyPipeline(Pipeline):
         self._alerts = {s: metrics.ALERTS.labels(self.name, s) for s in ("warning", "critical")}
         self._precision = metrics.ALERT_PRECISION.labels(self.name)
         self._warned_no_model = False
+        self.checkpoints: CheckpointStore | None = None  # set by setup(): restore equipment on first sight
+        self.checkpointer: Checkpointer | None = None
 
     @property
     def config(self) -> AnomalyConfig:
@@ -75,6 +82,8 @@ class AnomalyPipeline(Pipeline):
         if scorer is None and not self._warned_no_model:
             log.warning("anomaly: no model loaded; scoring by deviation only until `lepton train anomaly`")
             self._warned_no_model = True
+        if self.checkpoints is not None:
+            self._restore_unknown({e.equipment_id for e in events})
         out = self.engine.score(events, scorer)
         version = out.model_version
         topic = self.topics.output
@@ -153,7 +162,12 @@ class AnomalyPipeline(Pipeline):
         Returns the outcome counts and the alert precision, which also goes to
         the ``lepton_alert_precision`` gauge.
         """
+        labels = [MaintenanceLabel.coerce(x) for x in labels]
+        if self.checkpoints is not None:
+            self._restore_unknown({x.equipment_id for x in labels})
         outcomes: dict[str, float] = dict(self.engine.learn(labels))
+        for outcome, n in outcomes.items():
+            metrics.CORRECTIONS.labels(self.name, outcome).inc(n)
         precision = self.alert_precision
         if not math.isnan(precision):
             self._precision.set(precision)
@@ -196,3 +210,77 @@ class AnomalyPipeline(Pipeline):
     def touched_equipment(self) -> set[str]:
         """Equipment whose state changed since the last call (the table entries to write)."""
         return self.engine.state.clear_touched()
+
+    # --- worker wiring ---------------------------------------------------------------------------
+
+    def use_checkpoints(self, directory: Path, *, interval_s: float, budget_s: float) -> Checkpointer:
+        """Keep per-equipment state in ``directory`` (see :mod:`streams.anomaly_state`)."""
+        self.checkpoints = CheckpointStore(directory)
+        self.checkpointer = Checkpointer(self.checkpoints, self.dump_equipment, self.touched_equipment,
+                                         interval_s=interval_s, budget_s=budget_s)
+        return self.checkpointer
+
+    def _restore_unknown(self, equipment: set[str]) -> None:
+        state, store = self.engine.state, self.checkpoints
+        assert store is not None
+        for eid in equipment:
+            if eid in state:
+                continue
+            data = store.read(eid)
+            if data is None:
+                continue
+            try:
+                self.restore_equipment(eid, data)
+            except CheckpointError as exc:  # an old or damaged file: calibrate afresh, say so
+                log.warning("anomaly: checkpoint of %s not restored (%s); it calibrates again", eid, exc)
+                continue
+            log.info("anomaly: %s restored from its checkpoint", eid)
+
+    def drop_all(self) -> int:
+        """Forget every equipment held in memory (after a rebalance: restored from checkpoints on first sight)."""
+        names = [st.equipment_id for st in self.engine.state]
+        for eid in names:
+            self.engine.state.drop(eid)
+        return len(names)
+
+    def on_label(self, raw: bytes | None) -> dict[str, float] | None:
+        """One raw ``maintenance-labels`` message: learn it, or count it invalid (never stops the agent)."""
+        try:
+            label = parse_maintenance_label(raw)
+        except InvalidRecord as exc:
+            metrics.CORRECTIONS.labels(self.name, "invalid").inc()
+            log.warning("anomaly: bad maintenance label dropped (%s): %s", exc.reason, exc)
+            return None
+        return self.learn([label])
+
+    def setup(self, app: Any) -> None:
+        """Maintenance-labels agent, per-equipment checkpoints (timer, revocation, shutdown)."""
+        settings = self.settings or get_settings()
+        feedback = app.topic(self.topics.feedback, value_serializer="raw")
+
+        async def maintenance_labels(stream: Any) -> None:
+            async for raw in stream:
+                self.on_label(raw)
+
+        app.agent(feedback, name="lepton.anomaly_labels")(maintenance_labels)
+
+        directory = settings.state_dir / "anomaly" / f"{settings.topic_prefix}{settings.app_id}"
+        ckpt = self.use_checkpoints(directory, interval_s=settings.anomaly_checkpoint_interval_s,
+                                    budget_s=settings.anomaly_checkpoint_budget_s)
+
+        async def anomaly_checkpoints() -> None:
+            ckpt.tick()
+
+        app.timer(1.0, name="lepton.anomaly_checkpoints")(anomaly_checkpoints)
+
+        async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+            written = ckpt.flush()
+            dropped = self.drop_all()
+            if written or dropped:
+                log.info("anomaly: partitions revoked: %d checkpoints written, %d equipment released", written, dropped)
+
+        async def on_shutdown(sender: Any, **_: Any) -> None:
+            log.info("anomaly: %d checkpoints written at shutdown", ckpt.flush())
+
+        app.on_partitions_revoked.connect(on_revoked)
+        app.on_before_shutdown.connect(on_shutdown)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def _fraud(slot: ModelSlot, settings: Settings) -> Pipeline:
-    return FraudPipeline(slot, settings.topics)
+    return FraudPipeline(slot, settings.topics, settings)
 
 
 def _sentiment(slot: ModelSlot, settings: Settings) -> Pipeline:
@@ -43,7 +43,7 @@ def _anomaly(slot: ModelSlot, settings: Settings) -> Pipeline:
 
     from .anomaly import AnomalyPipeline
 
-    return AnomalyPipeline(slot, settings.topics, AnomalyConfig.from_settings(settings))
+    return AnomalyPipeline(slot, settings.topics, AnomalyConfig.from_settings(settings), settings=settings)
 
 
 #: the feature columns each pipeline computes (a model must expect exactly these);

@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     onnx_threads: int = Field(1, ge=1, description="intra-op threads per ONNX session.")
     pipelines: list[str] = Field(default_factory=lambda: ["fraud"], description="Pipelines a worker runs.")
 
+    # --- Fraud -----------------------------------------------------------------
+    fraud_log_retention_days: float = Field(
+        10.0, gt=0, description="How long (event time) a scored transaction waits for its label; must exceed "
+        "the label delay (7 days in the handbook).")
+    fraud_checkpoint_s: float = Field(
+        30.0, gt=0, description="How often the worker checkpoints the online fraud model to "
+        "LEPTON_HOME/state/fraud/ (also at shutdown; restored at start).")
+    fraud_drift_debounce_s: float = Field(
+        3600.0, ge=0, description="Event time after a drift detection during which the same signal raises no new one.")
+    fraud_explain_top: int = Field(3, ge=1, description="Features named in a fraud alert's explanation.")
+
     # --- Sentiment -------------------------------------------------------------
     sentiment_challenger: str = Field(
         "none", description="Shadow model beside the champion: 'none', 'auto' (newest version of the other kind, "
@@ -108,6 +119,9 @@ class Settings(BaseSettings):
     anomaly_hst_window: int = Field(250, ge=16, description="HalfSpaceTrees: frames per reference window.")
     anomaly_feedback_frames: int = Field(900, ge=0, description="Recent frames kept per equipment for maintenance labels.")
     anomaly_target_far: float = Field(0.1, gt=0, lt=1, description="Training calibrates the threshold to this alert rate on held-out normal data.")
+    anomaly_checkpoint_interval_s: float = Field(15.0, gt=0, description="An equipment's changed state is checkpointed to the state dir this long after it changed.")
+    anomaly_checkpoint_budget_s: float = Field(0.1, gt=0, description="Most event-loop time spent writing checkpoints per second (the rest waits for the next tick).")
+    anomaly_label_max_frames: int = Field(600, ge=1, description="`lepton produce anomaly`: longest maintenance-label interval, in frames of one equipment.")
 
     # --- Storage ---------------------------------------------------------------
     home: Path = Field(Path(".lepton"), description="Models, tables and checkpoints live here.")

@@ -320,7 +320,7 @@ def test_schedule_orders_labels_by_event_time() -> None:
     ]
     immediate = list(schedule("anomaly", [{"id": "a", "ts": 1.0, "equipment_id": "p"}], [True]))
     assert immediate == [(False, "p", {"id": "a", "ts": 1.0, "equipment_id": "p"}),
-                         (True, "p", {"id": "a", "is_anomaly": True})]
+                         (True, "p", {"equipment_id": "p", "from_ts": 1.0, "to_ts": 1.0, "is_anomaly": True})]
 
 
 @integration
