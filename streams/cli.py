@@ -99,8 +99,7 @@ def worker(settings: Settings, pipelines: str | None, metrics_port: int | None, 
 
 @main.command()
 @click.argument("pipeline", type=click.Choice(ALL_PIPELINES))
-@click.option("--source", default="synthetic", show_default=True,
-              help="'synthetic' or a CSV/Parquet file (anomaly: also a folder of them, e.g. SKAB's runs).")
+@click.option("--source", default="synthetic", show_default=True, help="'synthetic' or a CSV/Parquet file.")
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
 @click.option("--count", type=int, default=None, help="Stop after N events (synthetic default: 10,000).")
 @click.option("--label-delay-days", type=float, default=0.0, show_default=True,
@@ -120,16 +119,14 @@ def produce(settings: Settings, pipeline: str, source: str, rate: float | None, 
 
         # Event time follows the wall clock at the sending rate (a nominal
         # 10k/s when unthrottled), so live latency and windows mean something.
-        count = 10_000 if count is None else count
-        kwargs = {"rate_per_s": rate or 10_000.0} if pipeline != "anomaly" else _sensor_timing(rate, count)
+        kwargs = {"rate_per_s": rate or 10_000.0} if pipeline != "anomaly" else {}
         stream = iter(make_generator(pipeline, seed=seed, **kwargs))
+        count = 10_000 if count is None else count
     else:
         path = Path(source)
         if not path.exists():
             _fail(f"no such file: {path}", "pass --source synthetic, or the path of a CSV/Parquet file")
-        if path.is_dir() and pipeline != "anomaly":
-            _fail(f"{path} is a folder", "pass one CSV/Parquet file (folders are read for anomaly only)")
-        stream = replay.read_events_from(pipeline, path)
+        stream = replay.read_events(pipeline, path)
     events, labels = unzip(stream)
     with kafka(settings) as bootstrap:
         n = send(settings, bootstrap, pipeline, events, rate=rate, count=count, progress=True,
@@ -137,30 +134,39 @@ def produce(settings: Settings, pipeline: str, source: str, rate: float | None, 
     click.echo(f"sent {n} events to {settings.topics.pipeline(pipeline).input}")
 
 
-def _sensor_timing(rate: float | None, count: int) -> dict[str, float]:
-    """Synthetic sensor frames (20 pumps): event time follows the wall clock at ``rate``; unthrottled, it ends now."""
-    import time
-
-    pumps = 20
-    if rate:
-        return {"period_s": pumps / rate}
-    return {"start_ts": time.time() - count / pumps}
-
-
 # --- train -------------------------------------------------------------------------
 
 @main.command()
 @click.argument("pipeline", type=click.Choice(ALL_PIPELINES))
-@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+@click.option("--data", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="Training file (default: the synthetic generator).")
 @click.option("--epochs", type=int, default=None, help="Training epochs.")
 @click.option("--no-promote", is_flag=True, help="Register without making it the champion.")
+@click.option("--model", "sentiment_model", type=click.Choice(["fast", "accurate"]), default=None,
+              help="sentiment: which model (default fast; accurate needs the `accurate` extra).")
+@click.option("--teacher", type=int, default=None, help="sentiment, fast: distil this registered version into it.")
+@click.option("--test-where", default=None,
+              help="sentiment: with --train-part-only, the COLUMN=VALUE rows are a file's test part.")
+@click.option("--train-part-only", is_flag=True,
+              help="sentiment: learn from each file's training part only (the agreed splits), so that "
+                   "`lepton evaluate sentiment --version N` is fair.")
 @click.pass_obj
-def train(settings: Settings, pipeline: str, data: Path | None, epochs: int | None, no_promote: bool) -> None:
+def train(settings: Settings, pipeline: str, data: tuple[Path, ...], epochs: int | None, no_promote: bool,
+          sentiment_model: str | None, teacher: int | None, test_where: str | None, train_part_only: bool) -> None:
     """Train in torch, export ONNX, register a new version."""
     from models.train import train_pipeline
 
-    meta = train_pipeline(settings, pipeline, data=data, epochs=epochs, promote=not no_promote, progress=True)
+    options: dict[str, Any] = {}
+    if pipeline == "sentiment":
+        options = {"model": sentiment_model or "fast", "teacher": teacher, "test_where": test_where,
+                   "train_part_only": train_part_only}
+    elif sentiment_model or teacher is not None or test_where or train_part_only:
+        _fail("--model, --teacher, --test-where and --train-part-only are for `lepton train sentiment`")
+    if len(data) > 1 and pipeline != "sentiment":
+        _fail(f"`lepton train {pipeline}` reads one --data file", "pass --data once")
+    files: Any = (list(data) if len(data) > 1 else data[0]) if data else None
+    meta = train_pipeline(settings, pipeline, data=files, epochs=epochs, promote=not no_promote, progress=True,
+                          **options)
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in meta.metrics.items())
     click.echo(f"registered {pipeline} v{meta.version} (threshold {meta.threshold:.3f}; {metrics})")
 
@@ -176,33 +182,51 @@ def evaluate() -> None:
 
 # --- evaluate sentiment (issue 4) ---
 
-# --- evaluate anomaly (issue 5) ---
-
-@evaluate.command("anomaly")
+@evaluate.command("sentiment")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A CSV/Parquet file or a folder of them (e.g. SKAB): timestamp, sensor columns, optional 0/1 anomaly.")
-@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object (f1, far, mar, alerts, ...) on the last line.")
-@click.option("--scores-out", type=click.Path(path_type=Path), default=None,
-              help="Write every frame's timestamp, score in [0, 1] and flag to this CSV.")
-@click.option("--train-frames", type=int, default=None, help="Training part: each run's first N frames (default 400, SKAB's).")
-@click.option("--train-fraction", type=float, default=None, help="Training part: each run's first fraction (instead of N).")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports") / "anomaly",
-              show_default=True, help="Folder for metrics.json, overview.png and one plot per run.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the autoencoder and the River trees.")
+              help="Labelled CSV/CSV.gz/Parquet: text, label (negative|neutral|positive or -1/0/1); ts, channel optional.")
+@click.option("--test-where", default=None, help="COLUMN=VALUE: those rows are the test part (default: the last 20 % in time).")
+@click.option("--test", "test_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Train on all of --data, score every row of this file (e.g. your own chat).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (accuracy, macro_f1, macro_recall, ...) last.")
+@click.option("--predictions-out", type=click.Path(path_type=Path), default=None,
+              help="Write every test row's label, prediction and probabilities to this CSV.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports") / "sentiment",
+              show_default=True, help="Folder for metrics.json, confusion.png and report.html.")
+@click.option("--model", type=click.Choice(["fast", "accurate"]), default="fast", show_default=True,
+              help="Model to train on the training part (accurate: the `accurate` extra, ~45 min on a CPU).")
+@click.option("--version", type=int, default=None, help="Score with this registered version instead of training one.")
+@click.option("--blend-with", type=int, default=None, help="With --version: average in this second version.")
+@click.option("--blend", type=float, default=0.5, show_default=True, help="Weight of --blend-with.")
+@click.option("--also-train", "also_train", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Another labelled file whose training part is added (repeatable).")
+@click.option("--also-train-test-where", default=None,
+              help="COLUMN=VALUE excluded from --also-train files (default: --test-where).")
+@click.option("--epochs", type=int, default=None, help="Training epochs.")
 @click.pass_obj
-def evaluate_anomaly_cmd(settings: Settings, data: Path, as_json: bool, scores_out: Path | None,
-                         train_frames: int | None, train_fraction: float | None, report_dir: Path, seed: int) -> None:
-    """Train on each run's training part, stream every frame through the worker's code, score the test parts."""
-    from models.anomaly.data import DataError
-    from models.anomaly.evaluate import evaluate_command
+def evaluate_sentiment_cmd(settings: Settings, data: Path, test_where: str | None, test_file: Path | None,
+                           as_json: bool, predictions_out: Path | None, report_dir: Path, model: str,
+                           version: int | None, blend_with: int | None, blend: float, also_train: tuple[Path, ...],
+                           also_train_test_where: str | None, epochs: int | None) -> None:
+    """Train on the agreed training part, stream the test part through the worker's code, report."""
+    from models.sentiment.data import DataError
+    from models.sentiment.evaluate import evaluate_command
 
-    if train_frames is not None and train_fraction is not None:
-        _fail("--train-frames and --train-fraction exclude each other", "pass one of them")
+    if test_where and test_file:
+        _fail("--test-where and --test exclude each other", "pass one of them")
+    if blend_with is not None and version is None:
+        _fail("--blend-with needs --version", "`lepton models list --pipeline sentiment` shows the versions")
     try:
-        evaluate_command(data, as_json, scores_out, train_frames, train_fraction, report_dir=report_dir, seed=seed)
+        evaluate_command(data, test_where=test_where, test=test_file, predictions_out=predictions_out,
+                         report_dir=report_dir, model=model, extra_train=also_train, version=version,
+                         epochs=epochs, blend_with=blend_with, blend=blend, json_out=as_json, settings=settings,
+                         echo=click.echo, extra_test_where=also_train_test_where)
     except (DataError, ValueError) as exc:
-        _fail(str(exc), "see `lepton evaluate anomaly --help` for the file layout it reads")
+        _fail(str(exc), "a sentiment file needs `text` and `label` columns; see `lepton evaluate sentiment --help`")
+    except ImportError as exc:
+        _fail(f"the accurate model needs the `accurate` extra ({exc})", "pip install -e '.[accurate]'")
 
+# --- evaluate anomaly (issue 5) ---
 
 
 # --- models ------------------------------------------------------------------------

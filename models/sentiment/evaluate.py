@@ -177,7 +177,7 @@ def evaluate_command(data: Path, *, test_where: str | None = None, test: Path | 
     result = evaluate_sentiment(data, test_where, test, predictions_out, report_dir, model,
                                 extra_train=extra_train, version=version, epochs=epochs, settings=settings,
                                 progress=not json_out, blend_with=blend_with, blend=blend, **options)
-    echo(f"sentiment ({result['model']}) on {result['test_rows']} test rows of {Path(data).name} "
+    echo(f"sentiment ({result['model']}) on {result['test_rows']} test rows of {Path(test or data).name} "
          f"[{result['protocol']}]")
     echo(f"  accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
          f"macro-recall {result['macro_recall']:.4f}")
