@@ -99,7 +99,8 @@ def worker(settings: Settings, pipelines: str | None, metrics_port: int | None, 
 
 @main.command()
 @click.argument("pipeline", type=click.Choice(ALL_PIPELINES))
-@click.option("--source", default="synthetic", show_default=True, help="'synthetic' or a CSV/Parquet file.")
+@click.option("--source", default="synthetic", show_default=True,
+              help="'synthetic' or a CSV/Parquet file (anomaly: also a folder of them, e.g. SKAB's runs).")
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
 @click.option("--count", type=int, default=None, help="Stop after N events (synthetic default: 10,000).")
 @click.option("--label-delay-days", type=float, default=0.0, show_default=True,
@@ -119,14 +120,16 @@ def produce(settings: Settings, pipeline: str, source: str, rate: float | None, 
 
         # Event time follows the wall clock at the sending rate (a nominal
         # 10k/s when unthrottled), so live latency and windows mean something.
-        kwargs = {"rate_per_s": rate or 10_000.0} if pipeline != "anomaly" else {}
-        stream = iter(make_generator(pipeline, seed=seed, **kwargs))
         count = 10_000 if count is None else count
+        kwargs = {"rate_per_s": rate or 10_000.0} if pipeline != "anomaly" else _sensor_timing(rate, count)
+        stream = iter(make_generator(pipeline, seed=seed, **kwargs))
     else:
         path = Path(source)
         if not path.exists():
             _fail(f"no such file: {path}", "pass --source synthetic, or the path of a CSV/Parquet file")
-        stream = replay.read_events(pipeline, path)
+        if path.is_dir() and pipeline != "anomaly":
+            _fail(f"{path} is a folder", "pass one CSV/Parquet file (folders are read for anomaly only)")
+        stream = replay.read_events_from(pipeline, path)
     events, labels = unzip(stream)
     with kafka(settings) as bootstrap:
         n = send(settings, bootstrap, pipeline, events, rate=rate, count=count, progress=True,
@@ -134,12 +137,22 @@ def produce(settings: Settings, pipeline: str, source: str, rate: float | None, 
     click.echo(f"sent {n} events to {settings.topics.pipeline(pipeline).input}")
 
 
+def _sensor_timing(rate: float | None, count: int) -> dict[str, float]:
+    """Synthetic sensor frames (20 pumps): event time follows the wall clock at ``rate``; unthrottled, it ends now."""
+    import time
+
+    pumps = 20
+    if rate:
+        return {"period_s": pumps / rate}
+    return {"start_ts": time.time() - count / pumps}
+
+
 # --- train -------------------------------------------------------------------------
 
 @main.command()
 @click.argument("pipeline", type=click.Choice(ALL_PIPELINES))
 @click.option("--data", type=click.Path(exists=True, path_type=Path), multiple=True,
-              help="Training file (default: the synthetic generator).")
+              help="Training file, or folder of files (anomaly); default: the synthetic generator.")
 @click.option("--epochs", type=int, default=None, help="Training epochs.")
 @click.option("--no-promote", is_flag=True, help="Register without making it the champion.")
 @click.option("--model", "sentiment_model", type=click.Choice(["fast", "accurate"]), default=None,
@@ -227,6 +240,31 @@ def evaluate_sentiment_cmd(settings: Settings, data: Path, test_where: str | Non
         _fail(f"the accurate model needs the `accurate` extra ({exc})", "pip install -e '.[accurate]'")
 
 # --- evaluate anomaly (issue 5) ---
+
+@evaluate.command("anomaly")
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A CSV/Parquet file or a folder of them (e.g. SKAB): timestamp, sensor columns, optional 0/1 anomaly.")
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object (f1, far, mar, alerts, ...) on the last line.")
+@click.option("--scores-out", type=click.Path(path_type=Path), default=None,
+              help="Write every frame's timestamp, score in [0, 1] and flag to this CSV.")
+@click.option("--train-frames", type=int, default=None, help="Training part: each run's first N frames (default 400, SKAB's).")
+@click.option("--train-fraction", type=float, default=None, help="Training part: each run's first fraction (instead of N).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports") / "anomaly",
+              show_default=True, help="Folder for metrics.json, overview.png and one plot per run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the autoencoder and the River trees.")
+@click.pass_obj
+def evaluate_anomaly_cmd(settings: Settings, data: Path, as_json: bool, scores_out: Path | None,
+                         train_frames: int | None, train_fraction: float | None, report_dir: Path, seed: int) -> None:
+    """Train on each run's training part, stream every frame through the worker's code, score the test parts."""
+    from models.anomaly.data import DataError
+    from models.anomaly.evaluate import evaluate_command
+
+    if train_frames is not None and train_fraction is not None:
+        _fail("--train-frames and --train-fraction exclude each other", "pass one of them")
+    try:
+        evaluate_command(data, as_json, scores_out, train_frames, train_fraction, report_dir=report_dir, seed=seed)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc), "see `lepton evaluate anomaly --help` for the file layout it reads")
 
 
 # --- models ------------------------------------------------------------------------
