@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     anomaly_baseline_halflife_frames: float = Field(1000.0, gt=0, description="How fast an equipment's normal level follows drift.")
     anomaly_alert_adapt_factor: float = Field(0.5, ge=0, le=1, description="Baseline adaptation during an alert, relative to normal.")
     anomaly_spike_clip: float = Field(6.0, gt=0, description="Readings are winsorized at +-this many warm-up sd before smoothing.")
+    anomaly_drift_allowance: float = Field(0.0, ge=0, description="A sensor's scale also counts this times its move between the warm-up's halves (slow drift is not a fault).")
     anomaly_learn_below: float = Field(1.0, gt=0, le=1, description="Frames teach the normal spread and the River detector only under this score ratio (1 = threshold).")
     anomaly_clip: float = Field(20.0, gt=0, description="Standardized deviations are clipped to +-clip.")
     anomaly_default_threshold: float = Field(3.0, gt=0, description="RMS deviation threshold when the model has no calibrated one.")

@@ -28,6 +28,7 @@ class AnomalyConfig:
     baseline_halflife_frames: float = 1000.0  # how fast the normal level follows slow drift (normal frames)
     alert_adapt_factor: float = 0.5  # during an alert the baseline adapts this much slower (never quite stuck)
     spike_clip: float = 6.0  # readings are winsorized at +-spike_clip warm-up sd before smoothing
+    drift_allowance: float = 0.0  # a sensor's scale also counts this times its move between the warm-up's halves
     learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
     clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
     default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one

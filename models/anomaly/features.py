@@ -84,8 +84,10 @@ class Baseline:
     """One equipment's normal level per sensor (see module doc)."""
 
     def __init__(self, n_sensors: int, warmup: int = 400, smoothing: int = 10, halflife: float = 1000.0,
-                 alert_factor: float = 0.5, clip: float = 20.0, spike_clip: float = 6.0) -> None:
+                 alert_factor: float = 0.5, clip: float = 20.0, spike_clip: float = 6.0,
+                 drift_allowance: float = 0.0) -> None:
         self.n_sensors = n_sensors
+        self.drift_allowance = drift_allowance
         self.warmup = warmup
         self.alpha = 2.0 / (smoothing + 1.0)
         self.smoothing = smoothing
@@ -156,6 +158,13 @@ class Baseline:
         with np.errstate(all="ignore"):
             center = np.nanmedian(np.where(self.known, warm, 0.0), axis=0)
             sd = np.nanstd(np.where(self.known, warm, 0.0), axis=0)
+            # A sensor that drifted during warm-up (temperatures) keeps drifting: its scale also counts the
+            # move between the warm-up's halves, so the drift itself is not a fault.
+            allowance = getattr(self, "drift_allowance", 0.0)
+            if allowance and len(warm) >= 40:
+                half = len(warm) // 2
+                move = np.nanmedian(warm[half:], axis=0) - np.nanmedian(warm[:half], axis=0)
+                sd = np.sqrt(sd ** 2 + allowance * np.nan_to_num(move) ** 2)
         floor = 1e-6 * np.maximum(np.abs(center), 1.0)
         self.center = np.nan_to_num(center)
         self.scale = np.where(np.isfinite(sd) & (sd > floor), sd, np.maximum(floor, 1e-12))

@@ -105,7 +105,7 @@ def deviations(seg: Series, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarr
     that drops frames labelled anomalous."""
     warm = min(config.warmup_frames, len(seg))
     b = Baseline(len(seg.sensors), warm, config.smoothing_frames, config.baseline_halflife_frames,
-                 config.alert_adapt_factor, config.clip, config.spike_clip)
+                 config.alert_adapt_factor, config.clip, config.spike_clip, config.drift_allowance)
     rows = []
     for start in range(0, len(seg), FEED_ROWS):
         step = b.feed(seg.values[start:start + FEED_ROWS])

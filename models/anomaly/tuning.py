@@ -96,7 +96,7 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
     faulty = [inject(r, rng, warmup) for r in runs for _ in range(injections)]
     fold_of = {r.equipment_id: i % folds for i, r in enumerate(runs)}
     results = []
-    model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames") if k in grid]
+    model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip") if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
     for model_values in itertools.product(*(grid[k] for k in model_keys)):
         base = replace(AnomalyConfig(warmup_frames=warmup), **dict(zip(model_keys, model_values)))
