@@ -106,9 +106,11 @@ def worker(settings: Settings, pipelines: str | None, metrics_port: int | None, 
 @click.option("--label-delay-days", type=float, default=0.0, show_default=True,
               help="Send labels this long after their event, in event time.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--label-fraction", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Share of events whose label is sent (sentiment corrections: default 0.1; others: 1).")
 @click.pass_obj
 def produce(settings: Settings, pipeline: str, source: str, rate: float | None, count: int | None,
-            label_delay_days: float, seed: int) -> None:
+            label_delay_days: float, seed: int, label_fraction: float | None) -> None:
     """Send events to PIPELINE's input topic: synthetic or replayed from a file."""
     from connectors.producer import produce as send, unzip
     from connectors import replay
@@ -122,6 +124,8 @@ def produce(settings: Settings, pipeline: str, source: str, rate: float | None, 
         # 10k/s when unthrottled), so live latency and windows mean something.
         count = 10_000 if count is None else count
         kwargs = {"rate_per_s": rate or 10_000.0} if pipeline != "anomaly" else _sensor_timing(rate, count)
+        if pipeline == "sentiment":
+            kwargs = _chat_timing(rate, count)
         stream = iter(make_generator(pipeline, seed=seed, **kwargs))
     else:
         path = Path(source)
@@ -130,11 +134,34 @@ def produce(settings: Settings, pipeline: str, source: str, rate: float | None, 
         if path.is_dir() and pipeline != "anomaly":
             _fail(f"{path} is a folder", "pass one CSV/Parquet file (folders are read for anomaly only)")
         stream = replay.read_events_from(pipeline, path)
+    if label_fraction is None:
+        label_fraction = 0.1 if pipeline == "sentiment" else 1.0  # people correct a few messages, not all
+    if label_fraction < 1.0:
+        stream = _some_labels(stream, label_fraction, seed)
     events, labels = unzip(stream)
     with kafka(settings) as bootstrap:
         n = send(settings, bootstrap, pipeline, events, rate=rate, count=count, progress=True,
                  labels=labels, label_delay_s=label_delay_days * 86_400.0)
     click.echo(f"sent {n} events to {settings.topics.pipeline(pipeline).input}")
+
+
+def _some_labels(pairs: Any, fraction: float, seed: int) -> Any:
+    """``(event, label)`` pairs with all but ``fraction`` of the labels dropped (None: not sent)."""
+    import random
+
+    rng = random.Random(seed)
+    return ((event, label if rng.random() < fraction else None) for event, label in pairs)
+
+
+def _chat_timing(rate: float | None, count: int, chat_rate: float = 10.0) -> dict[str, float]:
+    """Synthetic chat: event time follows the wall clock at ``rate``; unthrottled, ``count`` messages at a
+    chat-like 10/s that end now, so channels' angry spells (80-300 messages) last minutes, as the mood
+    window expects, instead of milliseconds."""
+    import time
+
+    if rate:
+        return {"rate_per_s": rate}
+    return {"rate_per_s": chat_rate, "start_ts": time.time() - count / chat_rate}
 
 
 def _sensor_timing(rate: float | None, count: int) -> dict[str, float]:

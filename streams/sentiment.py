@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import faust
 import numpy as np
 
 from models.onnx_runtime import ModelCheckError, OnnxScorer
@@ -172,6 +173,10 @@ class SentimentPipeline(Pipeline):
         self.correction_wait_s = s.sentiment_correction_wait_s
         self._waiting: OrderedDict[str, tuple[int, float]] = OrderedDict()  # id -> (label, received at)
         self._changes = 0  # state changes since the last checkpoint
+        self._partition: int | None = None  # of the batch being processed, when the runtime says
+        self._partition_of: dict[str, int] = {}  # channel -> the partition its messages come from
+        self._saving = False  # a thread is serializing the online model: nothing may teach it meanwhile
+        self._idle: asyncio.Event | None = None  # set while not saving (the corrections agent waits on it)
         self.checkpoints: Checkpoints | None = None
         self._scores = metrics.SCORES.labels(self.name)
         self._alerts = {s: metrics.ALERTS.labels(self.name, s) for s in ("warning", "critical")}
@@ -240,14 +245,41 @@ class SentimentPipeline(Pipeline):
                 mood_add(e.channel, e.ts, y == NEGATIVE, pn, e.id, e.text)
         store.put_many(ids, ts, texts, label_ids)
         self._changes += 1
-        if self._waiting:
+        if self._waiting and not self._saving:
             self._learn_waiting(ids)
-        for t in self.mood.check():
+        for t in self.mood.check(escalated=self._of_this_partition(events)):
             append(Output(self.alerts_topic, t.channel.encode(), dumps(self._alert(t, version))))
         step = max(1, len(events) // 64)
         for value in probs[::step, NEGATIVE].tolist():
             self._scores.observe(value)
         return outputs
+
+    def process_batch(self, events: Sequence[ChatMessage], offsets: Sequence[int], partition: int,
+                      now: float) -> list[Output]:
+        """:meth:`process`, told the batch's partition (where the batch runtime passes it)."""
+        self._partition = partition
+        try:
+            return self.process(events, now)
+        finally:
+            self._partition = None
+
+    def _of_this_partition(self, events: Sequence[ChatMessage]) -> Any:
+        """Which escalated channels this batch may raise or clear: those of its partition.
+
+        A channel's messages all come through one partition (inputs are keyed by
+        channel), so its alerts are emitted with that partition's batches and
+        stay in order. Outside a worker (evaluation, tests) every channel.
+        """
+        partition = self._partition
+        if partition is None:
+            event = faust.current_event()  # the batch being processed by this agent
+            partition = getattr(getattr(event, "message", None), "partition", None)
+        if partition is None:
+            return None
+        home = self._partition_of
+        for channel in {e.channel for e in events}:
+            home[channel] = partition
+        return lambda channel: home.get(channel) == partition
 
     def _shadow(self, challenger: TextScorer, version: int, texts: list[str], labels: np.ndarray, *,
                 every: bool = False) -> np.ndarray:
@@ -342,9 +374,9 @@ class SentimentPipeline(Pipeline):
             self._missed(1)
 
     def _learn_waiting(self, ids: list[str]) -> None:
-        """Corrections that were waiting for messages of this batch."""
-        waiting = self._waiting
-        ready = [(i, waiting.pop(i)[0]) for i in ids if i in waiting]
+        """Learn the waiting corrections among ``ids`` whose message is kept by now."""
+        waiting, store = self._waiting, self.store
+        ready = [(i, waiting.pop(i)[0]) for i in ids if i in waiting and i in store]
         learned = 0
         for message_id, label in ready:
             kept = self.store.pop(message_id)
@@ -391,6 +423,8 @@ class SentimentPipeline(Pipeline):
     def expire(self, now: float | None = None) -> None:
         """The cheap part of housekeeping (runs on the event loop, beside ``process``)."""
         now = time.time() if now is None else now
+        if self._waiting and not self._saving:  # those whose message came while a checkpoint was written
+            self._learn_waiting(list(self._waiting))
         if self.store.expire(now) + self.expire_waiting(now):
             self._changes += 1
 
@@ -411,9 +445,24 @@ class SentimentPipeline(Pipeline):
 
     def checkpoint_bytes(self) -> bytes:
         """Everything the worker learned, online model included (pickle: load only your own files)."""
+        return self._snapshot()()
+
+    def _snapshot(self) -> Any:
+        """Copy what batches change (cheap, on the event loop); returns the function that serializes
+        the copy and the online model (slow: run it in a thread while ``_saving`` keeps learning off)."""
         self._changes = 0
-        return pickle.dumps({"version": CHECKPOINT_VERSION, "state": self.state_dict(), "online": self.online},
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        mood = self.mood.to_dict()  # fresh containers
+        store, items = self.store, self.store.items()  # immutable entries
+        waiting = [[k, label, at] for k, (label, at) in self._waiting.items()]
+        counters = [self.corrections_learned, self.corrections_missed]
+        online = self.online
+
+        def serialize() -> bytes:
+            state = {"mood": mood, "store": store.to_dict(items), "corrections": counters, "waiting": waiting}
+            return pickle.dumps({"version": CHECKPOINT_VERSION, "state": state, "online": online},
+                                protocol=pickle.HIGHEST_PROTOCOL)
+
+        return serialize
 
     def restore_checkpoint(self, data: bytes) -> None:
         """Replace the state with a checkpoint's (raises ValueError if it is not one)."""
@@ -457,8 +506,13 @@ class SentimentPipeline(Pipeline):
 
         feedback = app.topic(self.topics.feedback, value_serializer="raw")
 
+        self._idle = asyncio.Event()
+        self._idle.set()
+
         async def corrections(stream: Any) -> None:
             async for raw in stream:
+                if self._saving and self._idle is not None:
+                    await self._idle.wait()
                 try:
                     self.learn([parse_correction(raw)])
                 except InvalidRecord as exc:
@@ -474,9 +528,19 @@ class SentimentPipeline(Pipeline):
         app.timer(s.sentiment_housekeeping_s)(sentiment_housekeeping)
 
         async def sentiment_checkpoint() -> None:
-            if self.checkpoints is not None and self._changes:
-                data = self.checkpoint_bytes()  # on the loop: a consistent snapshot
-                await asyncio.get_running_loop().run_in_executor(None, self.checkpoints.write, data)
+            if self.checkpoints is None or not self._changes:
+                return
+            serialize = self._snapshot()  # on the loop: a consistent copy
+            self._saving = True
+            if self._idle is not None:
+                self._idle.clear()
+            try:
+                data = await asyncio.get_running_loop().run_in_executor(None, serialize)
+            finally:
+                self._saving = False
+                if self._idle is not None:
+                    self._idle.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.checkpoints.write, data)
 
         app.timer(s.sentiment_checkpoint_s)(sentiment_checkpoint)
 

@@ -135,10 +135,17 @@ class ChannelMood:
 
     # --- per batch ---------------------------------------------------------------------------
 
-    def check(self, now: float | None = None) -> list[Transition]:
-        """Raise or clear for the channels seen since the last check and the escalated ones."""
+    def check(self, now: float | None = None, escalated: Any = None) -> list[Transition]:
+        """Raise or clear for the channels seen since the last check and the escalated ones.
+
+        ``escalated``: which escalated channels to look at besides those seen
+        (a predicate on the name; default all). A worker checks only the
+        channels of the partition whose batch it is processing, so that a
+        channel's alerts stay in its partition, in order.
+        """
         now = self.now if now is None else max(now, self.now)
-        names = self._touched | {c for c, s in self.channels.items() if s.escalated}
+        names = self._touched | {c for c, s in self.channels.items()
+                                 if s.escalated and (escalated is None or escalated(c))}
         self._touched = set()
         out = []
         for name in sorted(names):
@@ -221,7 +228,7 @@ class ChannelMood:
                 name: {"buckets": [[b, n, neg] for b, (n, neg) in s.buckets.items()], "baseline": s.baseline,
                        "base_n": s.base_n, "escalated": s.escalated, "raised_at": s.raised_at,
                        "alert_id": s.alert_id, "last_ts": s.last_ts if math.isfinite(s.last_ts) else None,
-                       "worst": s.worst}
+                       "worst": [list(w) for w in s.worst]}
                 for name, s in self.channels.items()
             },
         }

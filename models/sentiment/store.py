@@ -94,9 +94,15 @@ class TextStore:
         self.expired += n
         return n
 
-    def to_dict(self) -> dict[str, Any]:
+    def items(self) -> list[tuple[str, Kept]]:
+        """A copy of the entries, oldest first (cheap: the entries themselves are immutable)."""
+        return list(self._items.items())
+
+    def to_dict(self, items: list[tuple[str, Kept]] | None = None) -> dict[str, Any]:
+        """JSON-friendly state; ``items`` (from :meth:`items`) serializes a copy taken earlier."""
+        entries = self._items.items() if items is None else items
         return {"max_items": self.max_items, "ttl_s": self.ttl_s, "evicted": self.evicted, "expired": self.expired,
-                "items": [[k, v.ts, v.text, v.label] for k, v in self._items.items()]}
+                "items": [[k, v.ts, v.text, v.label] for k, v in entries]}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> "TextStore":

@@ -157,7 +157,7 @@ def test_scores_one_escalation_and_corrections(deployment: Deployment) -> None:
     alerts = wait_for(lambda: [a for a in alerts_reader.poll() if a["pipeline"] == "sentiment"]
                       if any(a.get("state") == "cleared" for a in alerts_reader.poll()) else None,
                       60, "the escalation to be raised and cleared")
-    assert [(a["subject"], a["state"]) for a in alerts] == [("vip", "raised"), ("vip", "cleared")]
+    assert [(a["subject"], a["state"]) for a in alerts] == [("vip", "raised"), ("vip", "cleared")], alerts
     raised = alerts[0]
     assert "vip" in raised["reason"] and raised["details"]["channel"] == "vip"
     assert raised["score"] >= raised["threshold"] and raised["details"]["messages"] >= 20

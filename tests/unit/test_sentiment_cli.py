@@ -37,3 +37,16 @@ def test_train_on_two_files_then_evaluate_with_json_and_predictions(tmp_path: Pa
     assert out.exit_code == 2 and "no row matches" in out.output and "fix:" in out.output
     out = runner.invoke(main, ["--home", str(home), "train", "fraud", "--data", str(a), "--data", str(b)])
     assert out.exit_code == 2 and "reads one --data file" in out.output
+
+
+def test_synthetic_chat_timing_and_a_share_of_corrections() -> None:
+    import time
+
+    from streams.cli import _chat_timing, _some_labels
+
+    assert _chat_timing(500.0, 1000) == {"rate_per_s": 500.0}  # paced: event time is the wall clock
+    unpaced = _chat_timing(None, 36_000)  # unpaced: an hour of chat at 10/s that ends now
+    assert unpaced["rate_per_s"] == 10.0 and abs(unpaced["start_ts"] - (time.time() - 3600)) < 5
+    pairs = [({"id": str(i)}, "negative") for i in range(5000)]
+    kept = [label for _, label in _some_labels(iter(pairs), 0.1, seed=0)]
+    assert len(kept) == 5000 and 400 < sum(label is not None for label in kept) < 600

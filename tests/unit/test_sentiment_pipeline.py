@@ -199,6 +199,15 @@ def test_a_correction_may_arrive_before_its_message(home) -> None:
     q = pipeline.quality()
     assert q["corrections_learned"] == 1 and q["corrections_waiting"] == 0 and pipeline.online.updates > 0
     assert batch[10].id not in pipeline.store  # learned once: the text is consumed
+    # while a checkpoint serializes the online model, nothing teaches it; housekeeping catches up
+    more, _ = messages(50, seed=42)
+    pipeline.learn([Correction(more[5].id, 2)], now=more[0].ts)
+    pipeline._saving = True
+    pipeline.process(more, more[-1].ts)
+    assert pipeline.quality()["corrections_waiting"] == 1
+    pipeline._saving = False
+    pipeline.expire(more[-1].ts)
+    assert pipeline.quality()["corrections_learned"] == 2 and pipeline.quality()["corrections_waiting"] == 0
 
 
 def test_checkpoint_restores_mood_texts_waiting_corrections_and_online_model(home) -> None:
@@ -221,3 +230,34 @@ def test_checkpoint_restores_mood_texts_waiting_corrections_and_online_model(hom
     assert again.quality()["corrections_learned"] == 101  # the waiting correction met its message
     with pytest.raises(ValueError):
         again.restore_checkpoint(b"not a checkpoint")
+
+
+def test_a_channel_is_raised_and_cleared_only_with_batches_of_its_partition(home) -> None:
+    pipeline = make(home)
+    vip = [ChatMessage(f"v{i}", 1_700_000_000.0 + i, "vip", "u", "this is unacceptable") for i in range(5)]
+    other = [ChatMessage(f"o{i}", 1_700_000_000.0 + i, "billing", "u", "thanks!") for i in range(5)]
+    pipeline.process_batch(vip, list(range(5)), 0, vip[-1].ts)
+    pipeline.process_batch(other, list(range(5)), 1, other[-1].ts)
+    pipeline._partition = 1
+    in_partition_1 = pipeline._of_this_partition(other)
+    assert in_partition_1("billing") and not in_partition_1("vip")
+    pipeline._partition = None
+    assert pipeline._of_this_partition(other) is None  # outside a worker: every channel
+
+
+def test_mood_check_looks_only_at_the_escalated_channels_it_is_told() -> None:
+    from models.sentiment.mood import ChannelMood, MoodConfig
+
+    mood = ChannelMood(MoodConfig(window_s=60, bucket_s=10, min_messages=10, warmup_messages=20, min_hold_s=0))
+    t = 0.0
+    for i in range(150):
+        t += 1.0
+        mood.add("vip", t, i % 5 == 0, 0.5, f"m{i}", "meh")
+    mood.check(t)
+    for i in range(40):
+        t += 1.0
+        mood.add("vip", t, True, 0.9, f"n{i}", "awful")
+    assert [e.state for e in mood.check(t)] == ["raised"]
+    t += 600.0  # the window is empty: vip would clear...
+    assert mood.check(t, escalated=lambda c: c != "vip") == []  # ...but not with another partition's batch
+    assert [e.state for e in mood.check(t, escalated=lambda c: c == "vip")] == ["cleared"]
