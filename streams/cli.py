@@ -427,13 +427,22 @@ def bench(settings: Settings, events: int, runs: int, variants: str, pipelines: 
 
 @main.command()
 @click.option("--duration", type=float, default=None, help="Stop after N seconds (default: until Ctrl-C).")
-@click.option("--rate", type=float, default=2000.0, show_default=True, help="Transactions per second.")
+@click.option("--rate", type=float, default=500.0, show_default=True, help="Transactions per second.")
+@click.option("--chat-rate", type=float, default=100.0, show_default=True, help="Chat messages per second.")
+@click.option("--sensor-rate", type=float, default=400.0, show_default=True,
+              help="Sensor frames per second (20 pumps: 400/s is 20 frames a second each).")
+@click.option("--pipelines", "-p", default=None, help="Comma-separated (default: fraud,sentiment,anomaly).")
 @click.pass_obj
-def demo(settings: Settings, duration: float | None, rate: float) -> None:
-    """Everything on the embedded default: broker, model, generators, worker, live view."""
-    from .demo import run_demo
+def demo(settings: Settings, duration: float | None, rate: float, chat_rate: float, sensor_rate: float,
+         pipelines: str | None) -> None:
+    """Everything on the embedded default: broker, models, generators, worker, live view."""
+    from .demo import DEMO_PIPELINES, run_demo
 
-    run_demo(settings, duration=duration, rate=rate)
+    chosen = [p.strip() for p in pipelines.split(",") if p.strip()] if pipelines else DEMO_PIPELINES
+    unknown = sorted(set(chosen) - set(DEMO_PIPELINES))
+    if unknown:
+        _fail(f"unknown pipeline(s) {unknown}", f"choose among {','.join(DEMO_PIPELINES)}")
+    run_demo(settings, duration=duration, rate=rate, chat_rate=chat_rate, sensor_rate=sensor_rate, pipelines=chosen)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,16 @@
 """``lepton demo``: the whole product on the embedded default, in one command.
 
 Starts the embedded broker (this process owns it), trains any missing model,
-runs the worker and a synthetic generator as child processes (as they would
-run in production), and shows a live view built from the worker's /metrics.
-Ctrl-C (or ``--duration``) stops the children, then the broker.
+runs one worker for the three pipelines and a synthetic generator per pipeline
+as child processes (as they would run in production), and shows a live view
+built from the worker's /metrics and the alerts topic. Ctrl-C (or
+``--duration``) stops the children, then the broker.
+
+The generators tell the stories the pipelines are built for: cards and
+terminals get compromised (fraud bursts) and their labels arrive later;
+chat channels turn angry now and then; pumps degrade, fail and get repaired
+(maintenance labels follow). A small share of broken input (a buggy upstream
+client) shows the dead-letter path at work.
 """
 
 from __future__ import annotations
@@ -13,18 +20,80 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import IO, Any
 
 from .live_view import LiveView
 from .settings import Settings
 
-DEMO_PIPELINES = ["fraud"]
+DEMO_PIPELINES = ["fraud", "sentiment", "anomaly"]
 
 
-def _spawn(args: list[str], env: dict[str, str], log_path: Any) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env,
-                            stdout=log_path, stderr=subprocess.STDOUT, start_new_session=False)
+@dataclass(frozen=True)
+class Feed:
+    """How the demo feeds one pipeline: events per second and label delay (event time = wall clock)."""
+
+    rate: float
+    label_delay_s: float
+
+
+def feeds(rate: float, chat_rate: float, sensor_rate: float) -> dict[str, Feed]:
+    """The demo's three streams.
+
+    Fraud labels arrive 30 s after their transaction (days late in real life;
+    here the simulated world runs a day every ~10,000 transactions), chat
+    corrections after 5 s; maintenance labels as each repair interval ends.
+    """
+    return {"fraud": Feed(rate, 30.0), "sentiment": Feed(chat_rate, 5.0), "anomaly": Feed(sensor_rate, 0.0)}
+
+
+#: Settings of the demo's worker (unless set in the environment). The demo runs its worlds fast
+#: (a minute should show a story), so the chat mood window shrinks from 5 minutes to 30 s:
+#: otherwise a channel turning angry at 100 messages/s would hardly move a 5-minute window.
+DEMO_WORKER_ENV = {
+    "LEPTON_SENTIMENT_MOOD_WINDOW_S": "30",
+    "LEPTON_SENTIMENT_MOOD_BUCKET_S": "1",
+    "LEPTON_SENTIMENT_ESCALATION_MIN_HOLD_S": "20",
+}
+
+#: what a buggy client sends now and then to each pipeline's input: (payload, the dead-letter reason it gets)
+BAD_INPUT: dict[str, list[tuple[bytes, str]]] = {
+    "fraud": [(b'{"id": "tx-broken", "ts": ', "malformed_json"),
+              (b'{"id": "tx-no-card", "ts": 1700000000, "merchant": "m", "amount": 1}', "missing_field")],
+    "sentiment": [(b'{"id": "chat-empty", "ts": 1700000000, "channel": "support", "user": "u", "text": " "}',
+                   "empty_text")],
+    "anomaly": [(b'["not", "an", "object"]', "not_an_object")],
+}
+
+
+def prometheus_hint(port: int) -> str:
+    """How to point Prometheus and Grafana at the demo's worker.
+
+    >>> "127.0.0.1:9308" in prometheus_hint(9308)
+    True
+    """
+    return (
+        f"Prometheus: a scrape job with target 127.0.0.1:{port}, e.g. in prometheus.yml\n"
+        f"  scrape_configs: [{{job_name: lepton-worker, scrape_interval: 5s, "
+        f"static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}]\n"
+        f"  and rule_files: [deploy/prometheus/rules/lepton.yml] for the alert rules.\n"
+        f"Grafana: add that Prometheus as a datasource (uid 'prometheus') and import "
+        f"deploy/grafana/dashboards/lepton.json\n"
+        f"  (or `docker compose up` runs Kafka, workers, Prometheus and Grafana on :3000 with it provisioned)."
+    )
+
+
+def _spawn(args: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen:
+    # Own session: Ctrl-C reaches the demo only, which then stops the children
+    # in order with SIGTERM (the worker commits and leaves its group).
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -33,58 +102,115 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.send_signal(signal.SIGTERM)
     for p in procs:
         try:
-            p.wait(20)
+            p.wait(30)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
 
 
-def run_demo(settings: Settings, *, duration: float | None, rate: float) -> None:
+def _train_missing(settings: Settings, pipelines: list[str], console: Any) -> None:
+    from models.registry import ModelRegistry
+    from models.train import train_pipeline
+
+    registry = ModelRegistry(settings.models_dir)
+    for name in pipelines:
+        if registry.champion(name) is None:
+            console.print(f"[bold]no {name} model yet: training one on synthetic data[/bold]")
+            started = time.monotonic()
+            meta = train_pipeline(settings, name, progress=True)
+            console.print(f"{name}: v{meta.version} registered in {time.monotonic() - started:.0f} s")
+
+
+class _BrokenClient(threading.Thread):
+    """Sends one piece of :data:`BAD_INPUT` to a pipeline's input every ``every_s`` seconds."""
+
+    def __init__(self, settings: Settings, bootstrap: str, pipelines: list[str], every_s: float = 5.0) -> None:
+        super().__init__(name="demo-broken-client", daemon=True)
+        self.settings, self.bootstrap, self.pipelines, self.every_s = settings, bootstrap, pipelines, every_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from kafka import KafkaProducer
+
+        from connectors.kafka_config import kafka_python_config
+
+        producer = KafkaProducer(**kafka_python_config(self.settings, self.bootstrap), client_id="demo-broken-client")
+        try:
+            n = 0
+            while not self.stopped.wait(self.every_s):
+                for p in self.pipelines:
+                    payload, _ = BAD_INPUT[p][n % len(BAD_INPUT[p])]
+                    producer.send(self.settings.topics.pipeline(p).input, key=b"broken", value=payload)
+                n += 1
+            producer.flush(10)
+        finally:
+            producer.close(5)
+
+
+def run_demo(settings: Settings, *, duration: float | None, rate: float, chat_rate: float = 100.0,
+             sensor_rate: float = 400.0, pipelines: list[str] | None = None) -> None:
     from kafka import KafkaConsumer
     from rich.console import Console
     from rich.live import Live
 
-    from models.registry import ModelRegistry
-    from models.train import train_pipeline
+    from connectors.admin import ensure_topics
+    from connectors.kafka_config import kafka_python_config
 
     from .kafka_session import kafka
 
+    pipelines = pipelines or DEMO_PIPELINES
+    plan = feeds(rate, chat_rate, sensor_rate)
     console = Console()
-    registry = ModelRegistry(settings.models_dir)
-    for name in DEMO_PIPELINES:
-        if registry.champion(name) is None:
-            console.print(f"[bold]no {name} model yet: training one on synthetic data[/bold]")
-            train_pipeline(settings, name, progress=True)
+    _train_missing(settings, pipelines, console)
     with kafka(settings) as bootstrap:
         console.print(f"Kafka: {bootstrap} ({'external' if settings.kafka_bootstrap else 'embedded, in memory only'})")
-        env = dict(os.environ, LEPTON_KAFKA_BOOTSTRAP=bootstrap, LEPTON_HOME=str(settings.home))
+        topics = settings.topics
+        ensure_topics(bootstrap, topics.all(), settings.partitions, settings=settings)
+        env = {**DEMO_WORKER_ENV, **os.environ, "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+               "LEPTON_HOME": str(settings.home), "LEPTON_METRICS_PORT": str(settings.metrics_port)}
         settings.home.mkdir(parents=True, exist_ok=True)
-        log = open(settings.home / "demo.log", "ab")
-        procs = [_spawn(["worker", "--pipelines", ",".join(DEMO_PIPELINES)], env, log)]
-        procs += [_spawn(["produce", name, "--rate", str(rate), "--count", str(10**12)], env, log)
-                  for name in DEMO_PIPELINES]
+        log_path = settings.home / "demo.log"
         url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-        console.print(f"metrics: {url}  (point Prometheus at it: a scrape job like deploy/prometheus.yml's, "
-                      f"target 127.0.0.1:{settings.metrics_port})   logs: {settings.home / 'demo.log'}   Ctrl-C stops")
-        view = LiveView(url, DEMO_PIPELINES)
-        alerts = KafkaConsumer(settings.topics.alerts, bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                               enable_auto_commit=False)
-        deadline = time.monotonic() + duration if duration else None
+        view = LiveView(url, pipelines, input_topics={p: topics.pipeline(p).input for p in pipelines})
+        alerts = KafkaConsumer(topics.alerts, **kafka_python_config(settings, bootstrap),
+                               auto_offset_reset="latest", enable_auto_commit=False)
+        broken = _BrokenClient(settings, bootstrap, pipelines)
+        procs: list[subprocess.Popen] = []
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children too, like Ctrl-C
+        log = open(log_path, "ab")
         try:
+            procs.append(_spawn(["worker", "--pipelines", ",".join(pipelines)], env, log))
+            for name in pipelines:
+                feed = plan[name]
+                procs.append(_spawn(["produce", name, "--rate", str(feed.rate), "--count", str(10**12),
+                                     "--label-delay-days", f"{feed.label_delay_s / 86_400:.9f}"], env, log))
+            broken.start()
+            console.print(f"metrics: {url}   logs: {log_path}   Ctrl-C stops")
+            console.print(prometheus_hint(settings.metrics_port), markup=False, highlight=False)
+            deadline = time.monotonic() + duration if duration else None
             with Live(view.frame(), console=console, refresh_per_second=2) as live:
                 while deadline is None or time.monotonic() < deadline:
-                    for records in alerts.poll(timeout_ms=1000).values():
-                        for r in records:
-                            a = json.loads(r.value)
-                            view.alerts.appendleft(
-                                f"{a.get('severity', '?'):<8} {a.get('pipeline')}: {a.get('reason')} [{a.get('subject')}]")
+                    next_frame = time.monotonic() + 1.0
+                    while time.monotonic() < next_frame:
+                        for records in alerts.poll(timeout_ms=250).values():
+                            for r in records:
+                                try:
+                                    view.add_alert(json.loads(r.value))
+                                except ValueError:
+                                    pass
                     live.update(view.frame())
                     dead = [p for p in procs if p.poll() is not None]
                     if dead:
-                        console.print(f"[red]a child process stopped (exit {dead[0].returncode}); see {settings.home / 'demo.log'}[/red]")
+                        console.print(f"[red]a child process stopped (exit {dead[0].returncode}); "
+                                      f"see {log_path}[/red]")
                         break
         except KeyboardInterrupt:
             console.print("stopping…")
         finally:
-            alerts.close()
+            broken.stopped.set()
             _stop(procs)
+            alerts.close()
+            if broken.is_alive():
+                broken.join(10)
             log.close()
+            signal.signal(signal.SIGTERM, previous)
