@@ -153,7 +153,6 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float, chat_ra
     from rich.console import Console
     from rich.live import Live
 
-    from connectors.admin import ensure_topics
     from connectors.kafka_config import kafka_python_config
 
     from .kafka_session import kafka
@@ -165,7 +164,6 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float, chat_ra
     with kafka(settings) as bootstrap:
         console.print(f"Kafka: {bootstrap} ({'external' if settings.kafka_bootstrap else 'embedded, in memory only'})")
         topics = settings.topics
-        ensure_topics(bootstrap, topics.all(), settings.partitions, settings=settings)
         env = {**DEMO_WORKER_ENV, **os.environ, "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
                "LEPTON_HOME": str(settings.home), "LEPTON_METRICS_PORT": str(settings.metrics_port)}
         settings.home.mkdir(parents=True, exist_ok=True)
