@@ -70,6 +70,12 @@ def send(d: Deployment, topic: str, records: list[dict], key: str = "equipment_i
     d.produce(topic, [(r[key].encode(), orjson.dumps(r)) for r in records])
 
 
+def metric_value(worker, series: str) -> float | None:
+    status, text = worker.get("/metrics")
+    line = next((x for x in text.splitlines() if x.startswith(series + " ")), None) if status == 200 else None
+    return float(line.split()[-1]) if line else None
+
+
 def metric(worker, name: str) -> float | None:
     status, text = worker.get("/metrics")
     m = re.search(rf'^{name}\{{pipeline="anomaly"\}} (\S+)$', text, re.M) if status == 200 else None
@@ -162,5 +168,48 @@ def test_equipment_state_survives_a_worker_crash(deployment: Deployment) -> None
         assert all(s["status"] == "scoring" for s in after), [s["status"] for s in after][:5]
         assert min(s["detector_version"] for s in after) >= before
         assert not any(s["flag"] for s in after)
+    finally:
+        scores.close()
+
+
+@pytest.mark.timeout(300)
+def test_equipment_state_follows_its_partition_to_a_new_worker(deployment: Deployment) -> None:
+    """A second worker joins: the first writes its equipment on revocation, the new owner restores it.
+
+    Periodic checkpoints are off (interval 1000 s), so only the revocation can have written them.
+    """
+    from kafka.partitioner.default import murmur2
+
+    d = deployment
+    env = {**WORKER_ENV, "LEPTON_ANOMALY_CHECKPOINT_INTERVAL_S": "1000"}
+    pumps, covered = [], set()
+    for i in range(100):  # one pump per partition, so that both workers own some
+        part = (murmur2(f"pump-{i}".encode()) & 0x7FFFFFFF) % d.partitions
+        if part not in covered:
+            covered.add(part)
+            pumps.append(f"pump-{i}")
+    assert len(pumps) == d.partitions
+    rng = np.random.default_rng(5)
+    t0 = time.time() - 10_000
+    first = [f for p in pumps for f in frames(p, 0, 150, t0, rng)]
+    a = d.worker(**env).start()
+    send(d, "sensor-frames", first)
+    scores = TopicReader(d.bootstrap, d.topic("anomaly-scores"), d.partitions)
+    try:
+        wait_for(lambda: len(scores.poll()) >= len(first), 120, f"the first scores\n{d.logs()}")
+        b = d.worker(**env).start()
+        wait_for(lambda: b.ready() and a.ready(), 90, f"both workers assigned\n{d.logs()}")
+        second = [f for p in pumps for f in frames(p, 150, 30, t0, rng)]
+        send(d, "sensor-frames", second)
+        ids = {f["id"] for f in second}
+        wait_for(lambda: ids <= {s["id"] for s in scores.poll()}, 120, f"scores after the rebalance\n{d.logs()}")
+        after = [s for s in scores.values if s["id"] in ids]
+        # Without the revocation's checkpoints every pump would calibrate again (100 frames).
+        assert {s["status"] for s in after} == {"scoring"}
+        files = (d.home / "state" / "anomaly" / f"{d.prefix}{d.prefix}app").glob("*.ckpt")
+        assert {p.name[:-5] for p in files} >= set(pumps)
+        processed = [metric_value(w, 'lepton_events_processed_total{pipeline="anomaly"}') for w in (a, b)]
+        assert processed[1] and processed[1] > 0, processed  # the new worker scored some of the pumps
+        assert a.alive() and b.alive()
     finally:
         scores.close()
