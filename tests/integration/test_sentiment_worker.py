@@ -183,8 +183,20 @@ def test_scores_one_escalation_and_corrections(deployment: Deployment) -> None:
     alerts_reader.close()
 
 
+def checkpointed_corrections(path: Path) -> int:
+    """Corrections learned according to the worker's checkpoint file (0 before the first)."""
+    import pickle
+
+    try:
+        return pickle.loads(path.read_bytes())["state"]["corrections"][0]
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.mark.timeout(300)
-def test_state_survives_a_worker_restart(deployment: Deployment) -> None:
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_state_survives_a_worker_restart(deployment: Deployment, stop: str) -> None:
+    """SIGTERM: the checkpoint written at shutdown; SIGKILL: the last periodic one (every second here)."""
     d = deployment
     first = d.worker(**MOOD_ENV).start()
     wait_for(first.ready, 90, "the worker to be ready")
@@ -197,8 +209,13 @@ def test_state_survives_a_worker_restart(deployment: Deployment) -> None:
     wait_for(lambda: metric(first, "lepton_corrections_total", pipeline="sentiment", outcome="learned") == 200,
              60, "200 corrections learned")
     online = metric(first, "lepton_prequential_quality", pipeline="sentiment", learner="online", metric="accuracy")
-    assert first.stop() == 0
-    assert (d.home / "state" / "sentiment" / "checkpoint.pkl").is_file()
+    checkpoint = d.home / "state" / "sentiment" / "checkpoint.pkl"
+    if stop == "sigterm":
+        assert first.stop() == 0
+    else:
+        wait_for(lambda: checkpointed_corrections(checkpoint) == 200, 30, "a periodic checkpoint with the corrections")
+        first.kill()
+    assert checkpoint.is_file()
 
     second = d.worker(**MOOD_ENV).start()
     wait_for(second.ready, 90, "the restarted worker to be ready")
