@@ -537,6 +537,18 @@ def test_dashboard_ids_are_unique(dashboard):
     assert dashboard["uid"]
 
 
+def test_dashboard_panels_are_built_in_types_with_distinct_queries(dashboard):
+    # Built-in panel types only: a plugin type would need installing in the Grafana image.
+    for panel in panels(dashboard):
+        assert panel["type"] in {"timeseries", "heatmap", "table", "stat", "gauge", "bargauge"}, panel["type"]
+        ref_ids = [t["refId"] for t in panel.get("targets", [])]
+        assert ref_ids and len(ref_ids) == len(set(ref_ids)), f"{panel['title']!r}: refIds {ref_ids}"
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    for where, expr in dashboard_queries(dashboard):
+        for used in re.findall(r"\$(\w+)", expr):
+            assert used in variables or used.startswith("__"), f"{where}: ${used} is not a dashboard variable"
+
+
 # --- Dockerfile ----------------------------------------------------------------------
 
 
