@@ -479,6 +479,9 @@ def test_grafana_loads_the_dashboard_from_a_mounted_folder(grafana):
     folder = host_path(grafana, provider["options"]["path"])
     assert folder is not None, f"{provider['options']['path']} is not mounted into the Grafana container"
     assert DASHBOARD_FILE.resolve() in {p.resolve() for p in folder.glob("*.json")}
+    home = env_of(grafana).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home:
+        assert host_path(grafana, home) == DASHBOARD_FILE.resolve(), f"the home dashboard {home} is not lepton.json"
 
 
 def test_every_panel_uses_the_provisioned_datasource(grafana, dashboard):
