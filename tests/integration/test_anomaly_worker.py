@@ -213,3 +213,23 @@ def test_equipment_state_follows_its_partition_to_a_new_worker(deployment: Deplo
         assert a.alive() and b.alive()
     finally:
         scores.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_graceful_stop_writes_every_changed_equipment(deployment: Deployment) -> None:
+    from models.anomaly.state import AnomalyState
+
+    d = deployment
+    rng = np.random.default_rng(3)
+    batch = frames("pump-d", 0, 130, time.time() - 10_000, rng)
+    worker = d.worker(**{**WORKER_ENV, "LEPTON_ANOMALY_CHECKPOINT_INTERVAL_S": "1000"}).start()
+    send(d, "sensor-frames", batch)
+    scores = TopicReader(d.bootstrap, d.topic("anomaly-scores"), d.partitions)
+    try:
+        wait_for(lambda: len(scores.poll()) >= len(batch), 120, f"the scores\n{d.logs()}")
+    finally:
+        scores.close()
+    checkpoint = d.home / "state" / "anomaly" / f"{d.prefix}{d.prefix}app" / "pump-d.ckpt"
+    assert not checkpoint.exists()  # not due for 1000 s
+    assert worker.stop() == 0  # SIGTERM
+    assert AnomalyState().restore("pump-d", checkpoint.read_bytes()).frames == len(batch)
