@@ -82,9 +82,9 @@ def _bar(enabled: bool, total: int, what: str) -> Iterator[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn()) as bar:
-        task = bar.add_task(what, total=total, loss=float("nan"))
-        yield lambda done, loss: bar.update(task, completed=done, loss=loss)
+                  TextColumn("{task.fields[loss]}"), TimeElapsedColumn()) as bar:
+        task = bar.add_task(what, total=total, loss="")
+        yield lambda done, loss: bar.update(task, completed=done, loss=f"loss {loss:.4f}" if loss == loss else "")
 
 
 def minilm_available() -> bool:
@@ -222,7 +222,11 @@ def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, ep
     if model == "fast":  # cheap: refit on every row now that validation has spoken
         encoder, net = fit(model, texts, y, soft=soft, **options)
     online = OnlineSentiment(window=settings.sentiment_online_window)
-    online.warm_start(texts, y)
+    step = 2000
+    with _bar(progress, len(texts), f"online model: learning {len(texts)} texts") as report:
+        for i in range(0, len(texts), step):
+            online.warm_start(texts[i:i + step], y[i:i + step])
+            report(min(i + step, len(texts)), float("nan"))
     training = {"source": "; ".join(sources), "rows": len(frame), "validation_rows": int(val_rows.sum()),
                 "validation": "the last 10% of each file's training rows (in time)",
                 "train_part_only": train_part_only, "test_where": test_where, "kind": model,
