@@ -16,12 +16,12 @@ that arrives before its message was scored waits for it
 Worker state (channel mood, kept texts, waiting corrections, the online model)
 is checkpointed to ``LEPTON_HOME/state/sentiment/checkpoint.pkl`` every
 ``sentiment_checkpoint_s`` and at shutdown, and restored at start
-(:class:`Checkpoints`). Why files and not Faust tables: Faust's table recovery
-reads the changelog's end offset with ListOffsets, which the embedded broker
-(Tansu) answers with the base offset of the last record batch + 1 (800 records
-in two batches: 501), so recovery would stop early and silently drop state;
-and the text store would add one changelog record (and later a tombstone) per
-message. Inputs are keyed by channel, so a channel's mood lives in one
+(:class:`Checkpoints`). Why files and not Faust tables: the text store would
+add one changelog record (and later a tombstone) per message to the hot path;
+and rebuilding a table on the embedded broker (Tansu) depends on end offsets it
+reports wrongly (ListOffsets: the last record batch's base offset + 1; 800
+records in two batches: 501). The price: state stays with the worker's
+LEPTON_HOME when a partition moves to another host. Inputs are keyed by channel, so a channel's mood lives in one
 partition and so in one worker; a re-delivered message (after a crash) is
 counted in the mood once, because its id is still among the kept texts.
 """
