@@ -3,7 +3,9 @@
 A label ``{equipment_id, from_ts, to_ts, is_anomaly}`` says what the equipment
 really did over an interval. It acts on the equipment's state:
 
-* every alert overlapping the interval gets the verdict (confirmed / rejected);
+* every alert overlapping the interval gets the verdict: confirmed, or rejected if it was
+  also *raised* inside the interval (an alert raised during a fault that clears a little
+  after the fault ended is not a false alarm; reports come as consecutive intervals);
   alert precision = confirmed / (confirmed + rejected) over all judged alerts
   (a re-labelled alert counts once, with its latest verdict);
 * ``is_anomaly = false`` over frames we flagged (a false alarm): the equipment's
@@ -70,6 +72,8 @@ def apply_label(st: EquipmentState, label: MaintenanceLabel) -> str:
     lo, hi = label.from_ts, label.to_ts
     judged = [ep for ep in st.episodes
               if ep.raised_ts <= hi and (ep.cleared_ts is None or ep.cleared_ts >= lo)]
+    if not label.is_anomaly:  # an alert raised during a fault that clears late is not a false alarm
+        judged = [ep for ep in judged if ep.raised_ts >= lo]
     for ep in judged:
         if ep.verdict is True:
             st.confirmed -= 1

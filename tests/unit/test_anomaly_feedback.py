@@ -81,6 +81,23 @@ def test_confirmations_rejections_and_misses(pipeline: AnomalyPipeline) -> None:
     assert sample == 0.0
 
 
+def test_a_late_clear_after_a_confirmed_fault_is_not_a_false_alarm(pipeline: AnomalyPipeline) -> None:
+    """Reports come as consecutive intervals: the normal one after a fault overlaps its alert's tail."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 3))
+    x[50:150, 1] += 8.0
+    got = alerts_of(pipeline, frames(x, 200))
+    assert [a["state"] for a in got] == ["raised", "cleared"]
+    cleared_at = got[1]["ts"]
+    assert cleared_at > T0 + 350  # the alert outlived the fault (hysteresis, smoothing)
+    out = pipeline.learn([
+        {"equipment_id": "pump-1", "from_ts": T0 + 250, "to_ts": T0 + 349, "is_anomaly": True},
+        {"equipment_id": "pump-1", "from_ts": T0 + 350, "to_ts": T0 + 599, "is_anomaly": False},
+    ])
+    assert (out["confirmed"], out["normal"], out.get("rejected", 0)) == (1, 1, 0)
+    assert pipeline.alert_precision == 1.0
+
+
 def test_precision_is_nan_until_an_alert_is_judged(pipeline: AnomalyPipeline) -> None:
     assert math.isnan(pipeline.alert_precision)
     assert math.isnan(pipeline.learn([])["alert_precision"])
