@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -69,6 +70,8 @@ class AnomalyPipeline(Pipeline):
         self._precision = metrics.ALERT_PRECISION.labels(self.name)
         self._warned_no_model = False
         self.checkpoints: CheckpointStore | None = None  # set by setup(): restore equipment on first sight
+        self._waiting: deque[MaintenanceLabel] = deque()  # labels ahead of their equipment's frames
+        self._wait_max = (settings or get_settings()).anomaly_label_wait_max
         self.checkpointer: Checkpointer | None = None
 
     @property
@@ -116,6 +119,8 @@ class AnomalyPipeline(Pipeline):
         live = out.score[~out.calibrating]
         for p in live[:: max(1, len(live) // 64)].tolist():
             self._scores.observe(p)
+        if self._waiting:
+            self._apply_waiting()
         return outputs
 
     def _alert(self, frame: SensorFrame, event: AlertEvent, version: int | None) -> dict[str, Any]:
@@ -244,14 +249,52 @@ class AnomalyPipeline(Pipeline):
         return len(names)
 
     def on_label(self, raw: bytes | None) -> dict[str, float] | None:
-        """One raw ``maintenance-labels`` message: learn it, or count it invalid (never stops the agent)."""
+        """One raw ``maintenance-labels`` message: learn it (or let it wait), or count it invalid.
+
+        A label about frames this worker has not scored yet (its equipment unseen, or
+        behind ``to_ts``: labels travel on their own topic and can overtake the frames)
+        waits, and is applied after the batch that brings the equipment past ``to_ts``;
+        applied early it would judge alerts not yet raised. At most
+        ``anomaly_label_wait_max`` wait; the oldest go first (outcome ``expired``).
+        Never stops the agent: a failure is logged and counted (outcome ``error``).
+        """
         try:
             label = parse_maintenance_label(raw)
         except InvalidRecord as exc:
             metrics.CORRECTIONS.labels(self.name, "invalid").inc()
             log.warning("anomaly: bad maintenance label dropped (%s): %s", exc.reason, exc)
             return None
-        return self.learn([label])
+        try:
+            if self.checkpoints is not None:
+                self._restore_unknown({label.equipment_id})
+            if not self._caught_up(label):
+                self._wait(label)
+                return None
+            return self.learn([label])
+        except Exception:  # a bug must not stop the feedback agent
+            metrics.CORRECTIONS.labels(self.name, "error").inc()
+            log.exception("anomaly: applying maintenance label %s failed", label)
+            return None
+
+    def _caught_up(self, label: MaintenanceLabel) -> bool:
+        st = self.engine.state.get(label.equipment_id)
+        return st is not None and st.last_ts >= label.to_ts
+
+    def _wait(self, label: MaintenanceLabel) -> None:
+        self._waiting.append(label)
+        if len(self._waiting) > self._wait_max:
+            self._waiting.popleft()
+            metrics.CORRECTIONS.labels(self.name, "expired").inc()
+
+    def _apply_waiting(self) -> None:
+        ready = [x for x in self._waiting if self._caught_up(x)]
+        if ready:
+            self._waiting = deque(x for x in self._waiting if not self._caught_up(x))
+            self.learn(ready)
+
+    @property
+    def waiting_labels(self) -> int:
+        return len(self._waiting)
 
     def setup(self, app: Any) -> None:
         """Maintenance-labels agent, per-equipment checkpoints (timer, revocation, shutdown)."""

@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     anomaly_checkpoint_interval_s: float = Field(15.0, gt=0, description="An equipment's changed state is checkpointed to the state dir this long after it changed.")
     anomaly_checkpoint_budget_s: float = Field(0.1, gt=0, description="Most event-loop time spent writing checkpoints per second (the rest waits for the next tick).")
     anomaly_label_max_frames: int = Field(600, ge=1, description="`lepton produce anomaly`: longest maintenance-label interval, in frames of one equipment.")
+    anomaly_label_wait_max: int = Field(10_000, ge=0, description="Maintenance labels that may wait for their equipment's frames (the oldest are dropped).")
 
     # --- Storage ---------------------------------------------------------------
     home: Path = Field(Path(".lepton"), description="Models, tables and checkpoints live here.")

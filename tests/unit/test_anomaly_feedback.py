@@ -98,6 +98,21 @@ def test_a_late_clear_after_a_confirmed_fault_is_not_a_false_alarm(pipeline: Ano
     assert pipeline.alert_precision == 1.0
 
 
+def test_a_label_that_overtakes_its_frames_waits_for_them(pipeline: AnomalyPipeline) -> None:
+    """Labels travel on their own topic: applied before the frames they judge, they would judge nothing."""
+    label = {"equipment_id": "pump-1", "from_ts": T0 + 240, "to_ts": T0 + 360, "is_anomaly": True}
+    assert pipeline.on_label(orjson.dumps(label)) is None and pipeline.waiting_labels == 1
+    assert pipeline.on_label(orjson.dumps({**label, "equipment_id": "pump-new"})) is None  # unseen yet
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 3))
+    x[50:150, 1] += 8.0
+    got = alerts_of(pipeline, frames(x[:100], 200))  # the frames up to T0 + 299: not there yet
+    assert [a["state"] for a in got] == ["raised"] and pipeline.waiting_labels == 2
+    alerts_of(pipeline, frames(x[100:], 300))
+    assert pipeline.waiting_labels == 1  # pump-1's was applied: it confirmed the alert
+    assert pipeline.alert_precision == 1.0
+
+
 def test_precision_is_nan_until_an_alert_is_judged(pipeline: AnomalyPipeline) -> None:
     assert math.isnan(pipeline.alert_precision)
     assert math.isnan(pipeline.learn([])["alert_precision"])
