@@ -11,8 +11,9 @@ really did over an interval. It acts on the equipment's state:
 * ``is_anomaly = false`` over frames we flagged (a false alarm): the equipment's
   sensitivity ``gain`` rises so that the interval's peak score would have stayed
   under the threshold (at most x1.5 per label), the River detector learns the
-  flagged frames as normal, and if the equipment is still in alert the current
-  smoothed level becomes its baseline (the new normal an operator vouched for);
+  flagged frames as normal, and if the alert still up began before the interval ended,
+  the current smoothed level becomes its baseline (the new normal an operator vouched for,
+  e.g. after a repair, whether or not that alert itself was a false alarm);
 * ``is_anomaly = true`` where no alert was raised (a miss): ``gain`` falls so
   that the interval's peak would have crossed (at most /1.5 per label).
 
@@ -96,7 +97,10 @@ def apply_label(st: EquipmentState, label: MaintenanceLabel) -> str:
         flagged = inside & (rec.ratio >= 1.0)
         if st.detector is not None and rec.deviations is not None and flagged.any():
             st.detector.learn(rec.deviations[flagged].astype(np.float64))
-        if st.hysteresis.alert and hi >= st.last_ts:
+        current = st.current_episode
+        if st.hysteresis.alert and current is not None and current.raised_ts <= hi:
+            # The alert still up covers time the operator calls normal (a repair moved the
+            # normal level, say): the current level is the new normal.
             st.baseline.rebase()
         return "rejected" if judged else "normal"
     if not judged and peak is not None and peak < 1.0:
