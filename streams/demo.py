@@ -147,13 +147,43 @@ class _BrokenClient(threading.Thread):
             producer.close(5)
 
 
+class _AlertReader(threading.Thread):
+    """Feeds the view from the alerts topic, off the refresh loop (a slow fetch must not freeze the view).
+
+    Reads from the start of the topic (the embedded broker's ListOffsets answers are wrong, so
+    "latest" is not reliable there) and skips alerts raised before the demo began.
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str, view: LiveView, since: float) -> None:
+        super().__init__(name="demo-alert-reader", daemon=True)
+        self.settings, self.bootstrap, self.view, self.since = settings, bootstrap, view, since
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer
+
+        from connectors.kafka_config import kafka_python_config
+
+        consumer = KafkaConsumer(self.settings.topics.alerts, **kafka_python_config(self.settings, self.bootstrap),
+                                 auto_offset_reset="earliest", enable_auto_commit=False)
+        try:
+            while not self.stopped.is_set():
+                for records in consumer.poll(timeout_ms=500).values():
+                    for r in records:
+                        try:
+                            alert = json.loads(r.value)
+                        except ValueError:
+                            continue
+                        if isinstance(alert, dict) and float(alert.get("ts") or 0) >= self.since:
+                            self.view.add_alert(alert)
+        finally:
+            consumer.close()
+
+
 def run_demo(settings: Settings, *, duration: float | None, rate: float, chat_rate: float = 100.0,
              sensor_rate: float = 400.0, pipelines: list[str] | None = None) -> None:
-    from kafka import KafkaConsumer
     from rich.console import Console
     from rich.live import Live
-
-    from connectors.kafka_config import kafka_python_config
 
     from .kafka_session import kafka
 
@@ -170,8 +200,7 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float, chat_ra
         log_path = settings.home / "demo.log"
         url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
         view = LiveView(url, pipelines, input_topics={p: topics.pipeline(p).input for p in pipelines})
-        alerts = KafkaConsumer(topics.alerts, **kafka_python_config(settings, bootstrap),
-                               auto_offset_reset="latest", enable_auto_commit=False)
+        alerts = _AlertReader(settings, bootstrap, view, since=time.time() - 60)
         broken = _BrokenClient(settings, bootstrap, pipelines)
         procs: list[subprocess.Popen] = []
         previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children too, like Ctrl-C
@@ -183,32 +212,35 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float, chat_ra
                 procs.append(_spawn(["produce", name, "--rate", str(feed.rate), "--count", str(10**12),
                                      "--label-delay-days", f"{feed.label_delay_s / 86_400:.9f}"], env, log))
             broken.start()
+            alerts.start()
             console.print(f"metrics: {url}   logs: {log_path}   Ctrl-C stops")
             console.print(prometheus_hint(settings.metrics_port), markup=False, highlight=False)
             deadline = time.monotonic() + duration if duration else None
+            interrupted = False
             with Live(view.frame(), console=console, refresh_per_second=2) as live:
-                while deadline is None or time.monotonic() < deadline:
-                    next_frame = time.monotonic() + 1.0
-                    while time.monotonic() < next_frame:
-                        for records in alerts.poll(timeout_ms=250).values():
-                            for r in records:
-                                try:
-                                    view.add_alert(json.loads(r.value))
-                                except ValueError:
-                                    pass
-                    live.update(view.frame())
-                    dead = [p for p in procs if p.poll() is not None]
-                    if dead:
-                        console.print(f"[red]a child process stopped (exit {dead[0].returncode}); "
-                                      f"see {log_path}[/red]")
-                        break
+                try:
+                    while deadline is None or time.monotonic() < deadline:
+                        time.sleep(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
+                        live.update(view.frame())
+                        dead = [p for p in procs if p.poll() is not None]
+                        if dead:
+                            console.print(f"[red]a child process stopped (exit {dead[0].returncode}); "
+                                          f"see {log_path}[/red]")
+                            break
+                except KeyboardInterrupt:
+                    interrupted = True
+                    live.update(view.frame())  # the state at Ctrl-C, while the worker still answers
+            if interrupted:
+                console.print("stopping…")
         except KeyboardInterrupt:
             console.print("stopping…")
         finally:
+            console.print()
             broken.stopped.set()
+            alerts.stopped.set()
             _stop(procs)
-            alerts.close()
-            if broken.is_alive():
-                broken.join(10)
+            for thread in (broken, alerts):
+                if thread.is_alive():
+                    thread.join(10)
             log.close()
             signal.signal(signal.SIGTERM, previous)

@@ -8,6 +8,7 @@ and the latest alerts of each pipeline, read from the alerts topic.
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections import deque
@@ -70,6 +71,10 @@ def quantile(samples: Samples, name: str, q: float, since: Samples | None = None
     return None
 
 
+#: prequential gauges that count labels rather than measure quality: not shown
+COUNTS = {"labels", "positives", "negatives", "n", "count"}
+
+
 def _duration(seconds: float | None) -> str:
     """A histogram bucket bound, short: the view shows ``p50 / p99`` in one column.
 
@@ -111,11 +116,14 @@ class LiveView:
     fetch: Callable[[str], Samples] = scrape
     clock: Callable[[], float] = time.monotonic
     alerts: dict[str, deque] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # alerts arrive from a reader thread
     _history: deque = field(default_factory=deque)
 
     def add_alert(self, alert: dict[str, Any]) -> None:
         pipeline = str(alert.get("pipeline", "?"))
-        self.alerts.setdefault(pipeline, deque(maxlen=self.alerts_per_pipeline)).appendleft(alert_line(alert))
+        line = alert_line(alert)
+        with self._lock:
+            self.alerts.setdefault(pipeline, deque(maxlen=self.alerts_per_pipeline)).appendleft(line)
 
     @staticmethod
     def quality(samples: Samples, pipeline: str) -> str:
@@ -129,7 +137,7 @@ class LiveView:
         """
         learners: dict[str, list[str]] = {}
         for labels, v in samples.get("lepton_prequential_quality", []):
-            if labels.get("pipeline") == pipeline and v == v and 0.0 <= v <= 1.0:  # counts are not quality
+            if labels.get("pipeline") == pipeline and v == v and labels.get("metric") not in COUNTS:
                 learners.setdefault(labels.get("learner", "?"), []).append(f"{labels.get('metric', '?')} {v:.2f}")
         lines = [f"{learner} {' '.join(sorted(parts))}" for learner, parts in sorted(learners.items())]
         lines += [f"{labels.get('model', '?')} agrees {v:.0%}"
@@ -163,9 +171,13 @@ class LiveView:
             self._history.popleft()
         table = Table(title="Lepton Streams: live", expand=True)
         for col in ("pipeline", "events/s", "processed", "dead letters", "latency p50 / p99",
-                    "lag msgs / s", "model", "alerts", "drift", "online quality (prequential)"):
-            table.add_column(col, justify="left" if col.startswith(("pipeline", "online")) else "right",
-                             no_wrap=not col.startswith("online"), min_width=9 if col == "pipeline" else None)
+                    "lag msgs / s", "model", "alerts"):
+            table.add_column(col, justify="left" if col == "pipeline" else "right", no_wrap=True,
+                             min_width=9 if col == "pipeline" else None)
+        learning = Table(title="learning from feedback", expand=True)
+        learning.add_column("pipeline", no_wrap=True, min_width=9)
+        learning.add_column("drift events", justify="right", no_wrap=True)
+        learning.add_column("prequential quality (rolling), shadow agreement, alert precision")
         for p in self.pipelines:
             rate = self._rate(samples, p, now)
             since = self._history[0][1] if len(self._history) > 1 else None  # latency of the last seconds
@@ -184,13 +196,15 @@ class LiveView:
                 lag,
                 ",".join(f"v{v}" for v in versions) or "-",
                 f"{total(samples, 'lepton_alerts_total', pipeline=p):,.0f}",
-                f"{total(samples, 'lepton_drift_events_total', pipeline=p):,.0f}",
-                self.quality(samples, p),
             )
+            learning.add_row(p, f"{total(samples, 'lepton_drift_events_total', pipeline=p):,.0f}",
+                             self.quality(samples, p))
         recent = Table(title="recent alerts (newest first)", expand=True, show_header=False, box=None)
         recent.add_column("pipeline", style="bold", no_wrap=True, min_width=9)
         recent.add_column("alert", no_wrap=True, overflow="ellipsis")
+        with self._lock:
+            latest = {p: list(self.alerts.get(p, ())) for p in self.pipelines}
         for p in self.pipelines:
-            for i, line in enumerate(self.alerts.get(p) or ["(none yet)"]):
+            for i, line in enumerate(latest[p] or ["(none yet)"]):
                 recent.add_row(p if i == 0 else "", escape(line))
-        return Group(table, Panel(recent))
+        return Group(table, learning, Panel(recent))

@@ -79,7 +79,8 @@ def test_demo_shows_the_live_view_and_stops_cleanly_on_ctrl_c(broker, fraud_mode
     assert f"metrics: http://127.0.0.1:{port}/metrics" in text
     assert f"static_configs: [{{targets: ['127.0.0.1:{port}']}}]" in text  # the scrape job to give Prometheus
     assert "Lepton Streams: live" in text and "stopping" in text
-    (row,) = [line for line in text.splitlines() if line.startswith("│ fraud ")][-1:]
+    last_frame = text[text.rindex("Lepton Streams: live"):]
+    row = next(line for line in last_frame.splitlines() if line.startswith("│ fraud "))
     cells = [c.strip() for c in row.strip("│").split("│")]
     assert int(cells[2].replace(",", "")) > 500  # processed
     assert cells[6] == "v1"
