@@ -7,9 +7,10 @@ Variants (each a worker process of its own, under a fresh consumer group):
 * ``faust``: a plain Faust agent, ``async for`` and one ONNX call and one
   ``await topic.send()`` per event (:mod:`streams.bench.plain_faust`);
 * ``quix``: a Quix Streams app, ``app.dataframe(topic).apply(score).to_topic(out)``
-  (:mod:`streams.bench.quix_app`; needs ``quixstreams``, the ``bench`` extra, in
-  this interpreter or in the one named by ``--quix-python`` /
-  ``LEPTON_BENCH_QUIX_PYTHON``, else it is skipped with the reason).
+  (:mod:`streams.bench.quix_app`; needs ``quixstreams``, the ``bench`` extra:
+  ``pip install -e '.[bench]'`` puts it in this interpreter, which is used by
+  default; ``--quix-python`` / ``LEPTON_BENCH_QUIX_PYTHON`` names another one;
+  without either it is skipped with the reason).
 
 Throughput. The input topic is filled once with N synthetic transactions; the
 variants alternate, ``runs`` times each, every run reading all N from the
@@ -25,7 +26,10 @@ Latency. Each variant, on topics of its own, gets a paced load
 (:mod:`streams.bench.load`, event ``ts`` = send time) at 50 % of the slowest
 variant's median throughput; Lepton also at 50 % of its own. Latency is the
 output record's timestamp minus its input's send time (carried in the id);
-the first seconds are warm-up and not counted.
+the first seconds are warm-up and not counted. Each paced load runs ``runs``
+times (medians reported), and each segment records the worker's CPU use, the
+load average and how much latency grew through it: on a shared machine these
+say whether the rate really was below saturation at that moment.
 
 Other pipelines (sentiment, anomaly): when ``streams.app.PIPELINE_FACTORIES``
 has them, their Lepton throughput is measured the same way (``--pipelines``).
@@ -91,6 +95,14 @@ class LatencyResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    # Context, because the machine is shared: the worker's CPU use during the segment (cores),
+    # the 1-minute load average at its start and end, and how much the median latency grew
+    # from the first to the last quarter of the counted events (a large value: the worker
+    # fell behind, i.e. the rate was not below saturation at that moment).
+    worker_cpu_cores: float = float("nan")
+    loadavg_start: float = float("nan")
+    loadavg_end: float = float("nan")
+    backlog_growth_ms: float = float("nan")
 
 
 # --- variants --------------------------------------------------------------------------------
@@ -173,6 +185,27 @@ class _CpuSampler(threading.Thread):
             return float("nan")
         ts, cpu = zip(*self.samples)
         return float(np.interp(t, ts, cpu))
+
+
+def _loadavg() -> float:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _growth(latencies: list[float]) -> float:
+    """Median of the last quarter minus median of the first quarter (ms), in send order.
+
+    >>> _growth([10.0] * 8 + [50.0] * 8)
+    40.0
+    """
+    import numpy as np
+
+    if len(latencies) < 8:
+        return float("nan")
+    q = len(latencies) // 4
+    return float(np.median(latencies[-q:]) - np.median(latencies[:q]))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -414,6 +447,7 @@ class _Session:
             for i, (rate, basis) in enumerate(segments):
                 time.sleep(1.0 if i else 0.2)
                 start = self.end_offsets(topics.output)
+                load_start, cpu_start, t_start = _loadavg(), _cpu_seconds(proc.pid), time.time()
                 load = subprocess.run(
                     [sys.executable, "-m", "streams.bench.load", "--bootstrap", self.bootstrap, "--topic",
                      topics.input, "--pipeline", "fraud", "--rate", str(rate), "--seconds", str(seconds),
@@ -424,7 +458,11 @@ class _Session:
                     raise BenchError(f"the load generator failed:\n{load.stderr[-3000:]}")
                 sent = json.loads(load.stdout)
                 end = self.wait_outputs(proc, log, topics.output, start, sent["sent"], f"{variant} (latency)", 60)
+                cpu_end, t_end = _cpu_seconds(proc.pid), time.time()
                 result = self._latencies(variant, basis, rate, sent, topics.output, start, end, seconds)
+                if cpu_start is not None and cpu_end is not None:
+                    result.worker_cpu_cores = (cpu_end - cpu_start) / max(t_end - t_start, 1e-3)
+                result.loadavg_start, result.loadavg_end = load_start, _loadavg()
                 report(result)
                 results.append(result)
         finally:
@@ -438,16 +476,19 @@ class _Session:
         from .load import latency_id_time
 
         cutoff = sent["started"] + min(WARMUP_S, 0.25 * seconds)
-        lat = []
+        pairs = []
         for ts_ms, value in self.read(topic, start, end, values=True):
             try:
                 sent_at = latency_id_time(str(orjson.loads(value)["id"]))
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue
             if sent_at is not None and sent_at >= cutoff:
-                lat.append(ts_ms - sent_at * 1000.0)
+                pairs.append((sent_at, ts_ms - sent_at * 1000.0))
+        pairs.sort()
+        lat = [ms for _, ms in pairs]
         return LatencyResult(variant, basis, rate, sent["sent"] / sent["seconds"], len(lat),
-                             _percentile(lat, 50), _percentile(lat, 99), max(lat) if lat else float("nan"))
+                             _percentile(lat, 50), _percentile(lat, 99), max(lat) if lat else float("nan"),
+                             backlog_growth_ms=_growth(lat))
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -459,11 +500,12 @@ def _ensure_model(settings: Settings, pipeline: str, echo: Callable[[str], None]
 
     if ModelRegistry(settings.models_dir).champion(pipeline) is not None:
         return None
-    echo(f"no {pipeline} model in {settings.models_dir}: training one (once)")
+    echo(f"no {pipeline} model in {settings.models_dir}: training one on synthetic data (once)")
     try:
         train_pipeline(settings, pipeline, progress=True)
-    except ValueError as exc:
-        return str(exc)
+    except Exception as exc:  # a trainer that fails must not cost the other pipelines' figures
+        return (f"no {pipeline} model, and training one failed ({type(exc).__name__}: {exc}); "
+                f"run `lepton train {pipeline}` and look at its error")
     return None
 
 
@@ -565,6 +607,7 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
         raise ValueError(f"nothing to measure: {skipped}")
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    load_start = _loadavg()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = settings.home / "bench" / stamp
     logs.mkdir(parents=True, exist_ok=True)
@@ -594,6 +637,9 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
                         if latency_variants is None or v in latency_variants}
                 if "lepton" in plan:
                     plan["lepton"].append((0.5 * medians["lepton"], "50% of Lepton's max"))
+                # Each paced load ``runs`` times (its bases alternating), medians reported: one
+                # segment's p99 says more about the machine's other load at that moment.
+                plan = {v: segments * runs for v, segments in plan.items()}
 
                 def report(lr: LatencyResult) -> None:
                     echo(f"  latency {lr.variant:<7} at {lr.achieved_rate_per_s:>8,.0f} events/s ({lr.basis}): "
@@ -606,7 +652,8 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
 
     summary = _summarize(settings, events, runs, workloads, results, latencies, skipped)
     summary.update(started=started, command=command, revision=_git_revision(), logs=str(logs),
-                   latency_seconds=latency_seconds, warmup_s=WARMUP_S)
+                   latency_seconds=latency_seconds, warmup_s=WARMUP_S,
+                   loadavg={"start": load_start, "end": _loadavg()})
     print_table(summary)
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -616,6 +663,23 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
 
         plot(summary, Path(plot_out))
     return summary
+
+
+def _median_latency(segments: list[LatencyResult]) -> dict[str, float] | None:
+    """Medians over the repeated segments of one (variant, basis): rate, p50, p99.
+
+    >>> r = [LatencyResult("lepton", "b", 100, rate, 1, p50, p99, p99) for rate, p50, p99 in
+    ...      ((99, 10, 40), (100, 12, 300), (98, 11, 50))]
+    >>> _median_latency(r)
+    {'rate': 99, 'p50': 11, 'p99': 50}
+    >>> _median_latency([]) is None
+    True
+    """
+    if not segments:
+        return None
+    return {"rate": statistics.median(s.achieved_rate_per_s for s in segments),
+            "p50": statistics.median(s.p50_ms for s in segments),
+            "p99": statistics.median(s.p99_ms for s in segments)}
 
 
 def _summarize(settings: Settings, events: int, runs: int, workloads: list[tuple[str, str]],
@@ -637,15 +701,14 @@ def _summarize(settings: Settings, events: int, runs: int, workloads: list[tuple
             continue
         entry["work"] = ("as shipped: `lepton worker --pipelines fraud`" if v == "lepton"
                          else f"per event: validation, {features} features, one ONNX call, one output")
-        own = [lr for lr in latencies if lr.variant == v and lr.basis.startswith("50% of the slowest")]
+        own = _median_latency([lr for lr in latencies if lr.variant == v and lr.basis.startswith("50% of the slowest")])
         if own:
-            entry.update(latency_rate_per_s=own[0].achieved_rate_per_s, latency_p50_ms=own[0].p50_ms,
-                         latency_p99_ms=own[0].p99_ms)
+            entry.update(latency_rate_per_s=own["rate"], latency_p50_ms=own["p50"], latency_p99_ms=own["p99"])
         if v == "lepton":
-            half = [lr for lr in latencies if lr.variant == v and lr.basis == "50% of Lepton's max"]
+            half = _median_latency([lr for lr in latencies if lr.variant == v and lr.basis == "50% of Lepton's max"])
             if half:
-                entry.update(latency_at_half_max_rate_per_s=half[0].achieved_rate_per_s,
-                             latency_at_half_max_p50_ms=half[0].p50_ms, latency_at_half_max_p99_ms=half[0].p99_ms)
+                entry.update(latency_at_half_max_rate_per_s=half["rate"], latency_at_half_max_p50_ms=half["p50"],
+                             latency_at_half_max_p99_ms=half["p99"])
         summary["variants"][v] = entry
     lepton = summary["variants"].get("lepton")
     if lepton:
@@ -672,7 +735,7 @@ def print_table(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=110)
-    table = Table(title=f"fraud, {summary['events']:,} events, median of {summary['runs']} run(s)",
+    table = Table(title=f"{summary['events']:,} events per pipeline, median of {summary['runs']} run(s)",
                   caption=summary["machine"])
     table.add_column("variant", no_wrap=True)
     for col in ("events/s", "Lepton ×", "CPU s/1k ev", "latency in/s", "p50 ms", "p99 ms"):
