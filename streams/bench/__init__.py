@@ -469,6 +469,76 @@ class _Session:
             self.stop(proc)
         return results
 
+    def floor(self, rate: float, seconds: float, k: int) -> LatencyResult:
+        """The latency floor of this machine at ``rate``: the same paced load, read by a bare consumer.
+
+        No worker, no processing, no output: an aiokafka consumer with the worker's fetch
+        settings notes when each record arrives. What it measures (load generator, broker,
+        fetch) is part of every variant's latency, so it tells how much of it is the
+        environment rather than the variant.
+        """
+        import asyncio
+
+        import orjson
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from .load import latency_id_time
+
+        prefix = f"{self.prefix}floor{k}."
+        self.create_topics(prefix, ["fraud"])
+        topic = self.topics(prefix).pipeline("fraud").input
+        load_start = _loadavg()
+
+        async def measure() -> tuple[dict[str, Any], list[tuple[float, float]]]:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                        fetch_max_wait_ms=self.settings.max_wait_ms,
+                                        max_partition_fetch_bytes=self.settings.fetch_max_bytes,
+                                        client_id="lepton-bench-floor")
+            await consumer.start()
+            try:
+                consumer.assign([TopicPartition(topic, q) for q in range(self.settings.partitions)])
+                await consumer.seek_to_beginning()
+                load = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "streams.bench.load", "--bootstrap", self.bootstrap, "--topic", topic,
+                    "--pipeline", "fraud", "--rate", str(rate), "--seconds", str(seconds), "--tick-ms",
+                    str(self.tick_ms), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+                done = asyncio.ensure_future(load.communicate())
+                seen: list[tuple[float, float]] = []
+                count, idle_since = 0, None
+                while True:
+                    batches = await consumer.getmany(timeout_ms=200)
+                    now = time.time() * 1000.0
+                    for records in batches.values():
+                        count += len(records)
+                        for r in records:
+                            sent_at = latency_id_time(str(orjson.loads(r.value)["id"]))
+                            if sent_at is not None:
+                                seen.append((sent_at, now - sent_at * 1000.0))
+                    if done.done():
+                        out, err = done.result()
+                        if load.returncode != 0:
+                            raise BenchError(f"the load generator failed:\n{err.decode(errors='replace')[-3000:]}")
+                        sent = json.loads(out)
+                        if count >= sent["sent"]:
+                            return sent, seen
+                        idle_since = idle_since or time.monotonic()
+                        if batches:
+                            idle_since = time.monotonic()
+                        if time.monotonic() - idle_since > 30:
+                            raise BenchError(f"floor: {count:,} of {sent['sent']:,} records read")
+            finally:
+                await consumer.stop()
+
+        sent, seen = asyncio.run(measure())
+        cutoff = sent["started"] + min(WARMUP_S, 0.25 * seconds)
+        seen.sort()
+        lat = [ms for at, ms in seen if at >= cutoff]
+        return LatencyResult("floor", "broker and client alone at 50% of Lepton's max", rate,
+                             sent["sent"] / sent["seconds"], len(lat), _percentile(lat, 50), _percentile(lat, 99),
+                             max(lat) if lat else float("nan"), loadavg_start=load_start, loadavg_end=_loadavg(),
+                             backlog_growth_ms=_growth(lat))
+
     def _latencies(self, variant: str, basis: str, rate: float, sent: dict[str, Any], topic: str,
                    start: dict[int, int], end: dict[int, int], seconds: float) -> LatencyResult:
         import orjson
@@ -647,6 +717,12 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
 
                 for k, (v, segments) in enumerate(plan.items()):
                     latencies += session.latency(v, segments, latency_seconds, k, report)
+                if "lepton" in medians:
+                    for k in range(runs):
+                        lr = session.floor(0.5 * medians["lepton"], latency_seconds, k)
+                        echo(f"  latency floor (load generator, broker and a bare consumer) at "
+                             f"{lr.achieved_rate_per_s:,.0f} events/s: p50 {lr.p50_ms:,.1f} ms  p99 {lr.p99_ms:,.1f} ms")
+                        latencies.append(lr)
         finally:
             session.stop_all()
 
@@ -657,12 +733,29 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
     print_table(summary)
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(summary, indent=2))
+        Path(json_out).write_text(json.dumps(_finite(summary), indent=2))
     if plot_out is not None:
         from .chart import plot
 
         plot(summary, Path(plot_out))
     return summary
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN/inf floats as None (strict JSON has no NaN).
+
+    >>> _finite({"a": [1.0, float("nan")], "b": {"c": float("inf")}})
+    {'a': [1.0, None], 'b': {'c': None}}
+    """
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _median_latency(segments: list[LatencyResult]) -> dict[str, float] | None:
@@ -716,6 +809,9 @@ def _summarize(settings: Settings, events: int, runs: int, workloads: list[tuple
             if other in summary["variants"]:
                 summary[f"ratio_vs_{other}"] = lepton["events_per_s"] / summary["variants"][other]["events_per_s"]
     summary["latency"] = [asdict(lr) for lr in latencies]
+    floor = _median_latency([lr for lr in latencies if lr.variant == "floor"])
+    summary["latency_floor"] = ({"rate_per_s": floor["rate"], "p50_ms": floor["p50"], "p99_ms": floor["p99"]}
+                                if floor else None)
     targets: dict[str, Any] = {}
     for key in ("ratio_vs_faust", "ratio_vs_quix"):
         if summary[key] is not None:
@@ -753,6 +849,10 @@ def print_table(summary: dict[str, Any]) -> None:
     if lepton and "latency_at_half_max_p99_ms" in lepton:
         table.add_row("Lepton @ 50% own max", "", "", "", f"{lepton['latency_at_half_max_rate_per_s']:,.0f}",
                       f"{lepton['latency_at_half_max_p50_ms']:,.1f}", f"{lepton['latency_at_half_max_p99_ms']:,.1f}")
+    floor = summary.get("latency_floor")
+    if floor:
+        table.add_row("floor: broker + bare consumer", "", "", "", f"{floor['rate_per_s']:,.0f}",
+                      f"{floor['p50_ms']:,.1f}", f"{floor['p99_ms']:,.1f}")
     for p, v in summary.get("pipelines", {}).items():
         table.add_row(f"Lepton {p}", f"{v['events_per_s']:,.0f}", "", f"{v['cpu_s_per_1k']:.3f}", "", "", "")
     console.print(table)

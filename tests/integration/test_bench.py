@@ -56,9 +56,12 @@ def test_bench_produces_a_well_formed_result(broker: str, fraud_model_home: Path
         assert written["ratio_vs_quix"] is None and "quixstreams" in written["skipped"]["quix"]
     lepton = written["variants"]["lepton"]
     assert _positive(lepton["latency_at_half_max_p99_ms"])
-    assert {lr["basis"] for lr in written["latency"]} == {"50% of the slowest variant's max", "50% of Lepton's max"}
+    assert {lr["basis"] for lr in written["latency"] if lr["variant"] != "floor"} == {
+        "50% of the slowest variant's max", "50% of Lepton's max"}
     for lr in written["latency"]:  # the context that says whether the machine let the rate stay below saturation
-        assert _positive(lr["worker_cpu_cores"]) and {"loadavg_start", "backlog_growth_ms"} <= set(lr)
+        assert lr["variant"] == "floor" or _positive(lr["worker_cpu_cores"])
+        assert {"loadavg_start", "backlog_growth_ms"} <= set(lr)
+    assert _positive(written["latency_floor"]["p99_ms"])  # the broker and client alone, same rate
     assert {"start", "end"} == set(written["loadavg"])
     assert set(written["targets"]) >= {"events_per_s_ratio_vs_faust", "latency_p99_ms_at_half_lepton_max"}
     assert png_out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
