@@ -44,6 +44,15 @@ class Pipeline(ABC):
         any alerts. Called once per micro-batch; keep per-event work small.
         """
 
+    def process_batch(self, events: Sequence[Any], offsets: Sequence[int], partition: int,
+                      now: float) -> list[Output]:
+        """:meth:`process` with each event's input offset and the batch's partition.
+
+        A pipeline whose state lives in a table overrides this to recognise
+        inputs it already applied before a crash (at-least-once re-delivery).
+        """
+        return self.process(events, now)
+
     def setup(self, app: faust.App) -> None:
         """Register tables, timers or extra agents (optional)."""
 
@@ -89,15 +98,17 @@ class BatchAgent:
         pipeline = self.pipeline
         parse, limits = pipeline.parse, self.limits
         valid: list[Any] = []
+        offsets: list[int] = []
         letters: list[Output] = []
         for record in batch.records:
             try:
                 valid.append(parse(record.value, limits))
+                offsets.append(record.offset)
             except InvalidRecord as exc:
                 letters.append(self._dead_letter(batch, record, exc.reason, "InvalidRecord", str(exc)))
         now = time.time()
         try:
-            outputs = pipeline.process(valid, now) if valid else []
+            outputs = pipeline.process_batch(valid, offsets, batch.partition, now) if valid else []
         except Exception as exc:  # a bug or a broken model must not stop the stream
             log.exception("%s: processing a batch of %d failed; dead-lettering it", pipeline.name, len(valid))
             outputs = []

@@ -58,6 +58,33 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = int(self.app.lepton_settings.max_wait_ms)
         return consumer
 
+    async def _highwaters(self, partitions: Any) -> Mapping[TP, int]:
+        """End offsets as Fetch reports them (table recovery reads up to these).
+
+        Tansu's ListOffsets(LATEST) is the last record batch's base offset + 1
+        (1 for an *empty* partition), so Faust's table recovery would wait
+        forever for a record that does not exist. The true high watermark comes
+        from a one-batch fetch (:func:`connectors.admin._fetch_high_watermarks`;
+        on Apache Kafka the two agree).
+        """
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        from connectors.admin import _fetch_high_watermarks
+
+        listed = await super()._highwaters(partitions)
+        if not listed:
+            return listed
+        bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+        asked = {TopicPartition(tp.topic, tp.partition): off for tp, off in listed.items()}
+        try:
+            true = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+                None, _fetch_high_watermarks, bootstrap, self.app.lepton_settings, asked), timeout=20.0)
+        except (asyncio.TimeoutError, OSError, KafkaError) as exc:  # recover what ListOffsets says rather than hang
+            self.log.warning("end offsets from a fetch failed (%r): using ListOffsets", exc)
+            return listed
+        return {tp: true[TopicPartition(tp.topic, tp.partition)] for tp in listed}
+
 
 class BatchConsumer(faust_aiokafka.Consumer):
     """Consumer that yields whole batches for batch topics."""

@@ -13,11 +13,26 @@ changelog after a restart or a rebalance.
 
 Keys are ``str``, values ``bytes`` (callers encode compact state). ``None``
 deletes a key (a tombstone in the changelog).
+
+Each key remembers the partition that wrote it (as Faust's memory store does
+for recovered keys), so :meth:`BatchTable.sweep` can expire keys of one
+partition with tombstones on *that* partition's changelog.
+:class:`MemoryTable` is the same API without Faust, for code run outside a
+worker (tests, evaluation).
+
+>>> t = MemoryTable()
+>>> t["a"] = b"1"; t["b"] = b"2"
+>>> t.flush(3)
+[]
+>>> t.sweep(3, lambda key, value: value == b"1", budget=10)
+1
+>>> sorted(t), t.partition_of("b")
+(['b'], 3)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import faust
@@ -31,20 +46,27 @@ class BatchTable(MutableMapping[str, bytes]):
     def __init__(self, app: faust.App, name: str, *, partitions: int, global_: bool = False,
                  help: str = "") -> None:
         factory = app.GlobalTable if global_ else app.Table
-        self.table = factory(
-            name,
-            key_type=str,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=partitions,
-            help=help,
-        )
+        # Raw bytes on the changelog: keys decoded to str on recovery, values stay bytes.
+        changelog = app.topic(f"{app.conf.id}-{name}-changelog", key_type=str, value_type=None,
+                              key_serializer="raw", value_serializer="raw", partitions=partitions,
+                              compacting=True, deleting=False, acks=False, internal=True)
+        self.table = factory(name, key_type=str, partitions=partitions, help=help, changelog_topic=changelog)
         self._pending: dict[str, bytes | None] = {}
+        self._sweeps: dict[int, list[str]] = {}  # partition -> keys still to check in the current pass
 
     @property
     def _store(self) -> MutableMapping[Any, Any]:
         return self.table.data  # the store (memory): Faust's recovery writes here too
+
+    @property
+    def _partitions(self) -> MutableMapping[str, int]:
+        store = self.table.data
+        if not hasattr(store, "_key_partition"):  # a store that does not track partitions: track them here
+            store._key_partition = {}
+        return store._key_partition
+
+    def partition_of(self, key: str) -> int | None:
+        return self._partitions.get(key)
 
     # -- reads see pending writes ------------------------------------------------------------
     def __getitem__(self, key: str) -> bytes:
@@ -60,6 +82,19 @@ class BatchTable(MutableMapping[str, bytes]):
             return self[key]
         except KeyError:
             return default
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """Values of ``keys`` (None: absent), straight from the store's dict: the bulk read path."""
+        pending, data = self._pending, self._raw
+        if pending:
+            return [pending[k] if k in pending else data.get(k) for k in keys]
+        get = data.get
+        return [get(k) for k in keys]
+
+    @property
+    def _raw(self) -> Mapping[str, bytes]:
+        store = self.table.data
+        return getattr(store, "data", store)  # the memory store's own dict
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -84,18 +119,101 @@ class BatchTable(MutableMapping[str, bytes]):
     def update_many(self, items: Mapping[str, bytes | None]) -> None:
         self._pending.update(items)
 
-    def flush(self) -> list[Output]:
-        """Apply the pending writes to the store; return their changelog records."""
+    def flush(self, partition: int | None = None) -> list[Output]:
+        """Apply the pending writes to the store; return their changelog records.
+
+        ``partition`` is the input partition that caused the writes: the
+        records must be emitted to it (the agent's ``Emitter.enqueue(...,
+        partition)`` does), and the keys are remembered as that partition's.
+        """
         if not self._pending:
             return []
         topic = self.table.changelog_topic.get_topic_name()
         store = self._store
+        where = self._partitions
         outputs = []
         for key, value in self._pending.items():
             if value is None:
                 store.pop(key, None)
+                where.pop(key, None)
             else:
                 store[key] = value
+                if partition is not None:
+                    where[key] = partition
             outputs.append(Output(topic, key.encode(), value))  # type: ignore[arg-type]
         self._pending.clear()
         return outputs
+
+    def sweep(self, partition: int, expired: Callable[[str, bytes], bool], budget: int) -> int:
+        """Delete (pending: flush emits the tombstones) up to ``budget`` checked keys of
+        ``partition`` for which ``expired(key, value)``; returns how many.
+
+        Incremental: each call checks the next ``budget`` keys of a pass over
+        the partition's keys, so expiry costs a bounded slice of each batch.
+        """
+        todo = self._sweeps.get(partition)
+        if not todo:
+            todo = self._sweeps[partition] = [k for k, p in list(self._partitions.items()) if p == partition]
+        deleted = 0
+        data, pending, where = self._raw, self._pending, self._partitions
+        for _ in range(min(budget, len(todo))):
+            key = todo.pop()
+            value = pending[key] if key in pending else data.get(key)
+            if value is not None and where.get(key) == partition and expired(key, value):
+                del self[key]
+                deleted += 1
+        return deleted
+
+
+class MemoryTable(dict):
+    """:class:`BatchTable`'s API on a plain dict (no changelog): for code run outside a worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._where: dict[str, int] = {}
+        self._pending: set[str] = set()
+        self._sweeps: dict[int, list[str]] = {}
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        super().__setitem__(key, value)
+        self._pending.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._where.pop(key, None)
+
+    def update_many(self, items: Mapping[str, bytes | None]) -> None:
+        for key, value in items.items():
+            if value is None:
+                self.pop(key, None)
+                self._where.pop(key, None)
+            else:
+                self[key] = value
+
+    def partition_of(self, key: str) -> int | None:
+        return self._where.get(key)
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        get = self.get
+        return [get(k) for k in keys]
+
+    def flush(self, partition: int | None = None) -> list[Output]:
+        if partition is not None:
+            for key in self._pending:
+                if key in self:
+                    self._where[key] = partition
+        self._pending.clear()
+        return []
+
+    def sweep(self, partition: int, expired: Callable[[str, bytes], bool], budget: int) -> int:
+        todo = self._sweeps.get(partition)
+        if not todo:
+            todo = self._sweeps[partition] = [k for k, p in self._where.items() if p == partition]
+        deleted = 0
+        for _ in range(min(budget, len(todo))):
+            key = todo.pop()
+            value = self.get(key)
+            if value is not None and self._where.get(key) == partition and expired(key, value):
+                del self[key]
+                deleted += 1
+        return deleted
