@@ -112,6 +112,8 @@ def train_fraud(settings: Any, *, data: Path | None = None, epochs: int | None =
         },
         extra={"label_delay_days": label_delay_days, "features_module": "models.fraud.features",
                "online_checkpoint": ONLINE_CHECKPOINT,
+               # alert explanations replace a feature by its training mean (models/fraud/explain.py)
+               "feature_means": [round(float(v), 6) for v in rep.X[train].mean(axis=0)],
                "online_prequential": {k: (v if v == v else None) for k, v in online.quality.get().items()}},
     )
     registry = ModelRegistry(settings.models_dir)

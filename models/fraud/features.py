@@ -438,3 +438,76 @@ class FeatureEngine:
         newest_day = values[len(values) - w] if len(values) > len(TERMINAL_LAYOUT.header) else -np.inf
         buckets_gone = newest_day < np.floor(now / DAY) - self.terminal_keep_days - 1
         return bool(buckets_gone and max(lf, ll) < now - AGE_CAP_DAYS * DAY)
+
+
+def merge_terminal_states(states: Sequence[State]) -> bytes:
+    """One terminal's state from the states written for it by several label partitions.
+
+    Labels are keyed by card, so a terminal's labels arrive on every partition
+    and each partition keeps its own state for it (one writer per key). Label
+    buckets add up and the latest fraud / legitimate label are maxima: exact.
+    The current run of frauds (after the latest legitimate label, over all
+    partitions) is exact when each partition's run began after that label; a
+    partition whose run began before it counts its latest fraud only (a lower
+    bound, and rare: a compromised terminal has no legitimate labels).
+
+    >>> a = from_json([100.0, 50.0, 80.0, 2.0, 0.0, 3.0, 2.0])
+    >>> b = from_json([90.0, 120.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 4.0, 0.0])
+    >>> decode(merge_terminal_states([a, b]), TERMINAL_LAYOUT)
+    {'lf': 100.0, 'll': 120.0, 'ss': 0.0, 'sc': 0.0, 'buckets': [[0.0, 4.0, 2.0], [1.0, 4.0, 0.0]]}
+    """
+    h, w = len(TERMINAL_LAYOUT.header), len(TERMINAL_LAYOUT.bucket)
+    values = [np.asarray(to_json(s), dtype=np.float64) for s in states]
+    heads = np.array([v[:h] for v in values])
+    lf, ll = heads[:, 0].max(), heads[:, 1].max()
+    start, count = np.inf, 0.0
+    for f, _, s, c in heads:
+        if s > ll:
+            start, count = min(start, s), count + c
+        elif f > ll:
+            start, count = min(start, f), count + 1.0
+    rows = np.concatenate([v[h:].reshape(-1, w) for v in values])
+    days, inverse = np.unique(rows[:, 0], return_inverse=True)
+    summed = np.zeros((len(days), w))
+    summed[:, 0] = days
+    np.add.at(summed[:, 1:], inverse, rows[:, 1:])
+    header = [lf, ll, start if np.isfinite(start) else 0.0, count]
+    return np.concatenate([header, summed.ravel()]).astype("<f8").tobytes()
+
+
+def merge_terminal_groups(groups: Sequence[Sequence[State]]) -> list[bytes]:
+    """:func:`merge_terminal_states` for many terminals at once (vectorised: the worker's path).
+
+    >>> a = from_json([100.0, 50.0, 80.0, 2.0, 0.0, 3.0, 2.0])
+    >>> b = from_json([90.0, 120.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 4.0, 0.0])
+    >>> merge_terminal_groups([[a, b], [b]]) == [merge_terminal_states([a, b]), merge_terminal_states([b])]
+    True
+    """
+    store = _Store(TERMINAL_LAYOUT, "bytes")
+    flat = [s if isinstance(s, bytes) else from_json(list(s)) for g in groups for s in g]
+    sizes = np.fromiter(map(len, groups), np.int64, len(groups))
+    m = len(groups)
+    if m == 0:
+        return []
+    group = np.repeat(np.arange(m), sizes)
+    headers, rows, row_state = store.gather(dict(enumerate(flat)), list(range(len(flat))))
+    lf, ll, ss, sc = headers.T
+    g_lf = np.zeros(m)
+    np.maximum.at(g_lf, group, lf)
+    g_ll = np.zeros(m)
+    np.maximum.at(g_ll, group, ll)
+    after = g_ll[group]
+    in_run = ss > after
+    lone = ~in_run & (lf > after)
+    start = np.full(m, np.inf)
+    np.minimum.at(start, group, np.where(in_run, ss, np.where(lone, lf, np.inf)))
+    count = np.zeros(m)
+    np.add.at(count, group, np.where(in_run, sc, lone.astype(np.float64)))
+    key = group[row_state]
+    comp = key * _BIG + rows[:, 0].astype(np.int64)
+    seq = np.argsort(comp, kind="stable")
+    buckets, bucket_key = _sum_buckets(rows[seq], key[seq], comp[seq], np.full(m, np.iinfo(np.int64).min))
+    out: dict[int, bytes] = {}
+    merged = np.column_stack([g_lf, g_ll, np.where(np.isfinite(start), start, 0.0), count])
+    store.write(out, list(range(m)), merged, buckets, bucket_key)
+    return [out[i] for i in range(m)]
