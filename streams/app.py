@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def _fraud(slot: ModelSlot, settings: Settings) -> Pipeline:
-    return FraudPipeline(slot, settings.topics)
+    return FraudPipeline(slot, settings.topics, settings)
 
 
 def _sentiment(slot: ModelSlot, settings: Settings) -> Pipeline:

@@ -1,39 +1,180 @@
-"""Fraud pipeline: transactions in, a fraud probability for each out.
+"""Fraud pipeline: transactions in, a fraud probability for each out; labels in, learning.
 
 ``transactions`` → ``fraud-scores`` (keyed by transaction id, so a
-re-delivered input overwrites rather than duplicates), plus an alert on
-``alerts`` for every score at or above the model's threshold.
+re-delivered input overwrites rather than duplicates), an alert on ``alerts``
+(keyed by id, with the features that drove the score) for every score at or
+above the model's threshold, and drift alerts.
+
+State: three tables. With ``fraud_state_tables`` they are Faust tables written in bulk
+through :class:`~streams.state.table.BatchTable` (their changelog records leave with
+the batch's outputs, so a state change is acknowledged before the input offset that
+caused it is committed, and recovery rebuilds them); otherwise the same API in
+process (:class:`~streams.state.table.MemoryTable`):
+
+* ``fraud-cards``: card → :class:`~models.fraud.features.FeatureEngine` card
+  state. Transactions are keyed by card, so a card's state lives in one
+  partition. One reserved key per partition (``\\x00applied:<p>``) holds the
+  last input offset applied to the card states: a batch re-delivered after a
+  crash is scored again but never counted twice in the card windows.
+* ``fraud-scored``: transaction id → the record logged at scoring time
+  (:mod:`models.fraud.logged`), joined when its label arrives, deleted then
+  or after ``fraud_log_retention_days`` of event time.
+* ``fraud-terminals``: ``terminal\\x1f<partition>`` → the terminal's label state
+  *as seen by that partition's labels*. Labels are keyed by card (like their
+  transaction), so a terminal's labels arrive on every partition; each
+  partition writes only its own sub-key (one writer per key: no lost
+  updates), and scoring merges a terminal's sub-keys
+  (:func:`~models.fraud.features.merge_terminal_states`). See README, "Fraud".
+
+Labels (``fraud-labels``, ``{id, is_fraud}``, keyed by card) are read in
+batches by a second agent: joined to the logged record, applied to card and
+terminal state, learnt by the River challenger, scored into the prequential
+metrics of both models, and fed to the error drift detector.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+import math
+import struct
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
+import orjson
 
-from models.fraud.features import FEATURES, FeatureEngine
+from models.fraud import logged
+from models.fraud.drift import DebouncedDrift
+from models.fraud.explain import explain
+from models.fraud.features import DAY, FEATURES, FeatureEngine, merge_terminal_groups
+from models.fraud.online import OnlineFraudModel, Prequential
 
 from . import metrics
 from .batching import Output
 from .model_slot import ModelSlot
 from .pipeline import Pipeline
-from .records import Transaction, dumps, parse_transaction
+from .records import InvalidRecord, Transaction, dumps, parse_transaction
+from .settings import Settings
+from .state.table import MemoryTable
 from .topics import Topics
+
+log = logging.getLogger(__name__)
+
+APPLIED = "\x00applied:"  # card-table key prefix: last input offset applied, per partition
+SUB = "\x1f"  # terminal sub-key separator (never in a validated id)
+SWEEP_BUDGET = 128  # card keys checked for expiry per batch (log records: one per transaction)
+_TS = struct.Struct("<d")  # a logged record starts with its transaction time
+MERGED_MAX = 500_000  # merged terminal states cached (about 300 bytes each)
+EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
+
+
+def parse_label(raw: bytes | None) -> tuple[str, bool]:
+    """``{id, is_fraud}`` → ``(id, is_fraud)``; raises :class:`InvalidRecord`.
+
+    >>> parse_label(b'{"id": "t1", "is_fraud": true}')
+    ('t1', True)
+    """
+    try:
+        obj = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord("malformed_json", f"label is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord("not_an_object", "a label is a JSON object {id, is_fraud}")
+    tx_id, y = obj.get("id"), obj.get("is_fraud")
+    if not isinstance(tx_id, str) or not tx_id:
+        raise InvalidRecord("missing_field", "label without a string id")
+    if isinstance(y, bool):
+        return tx_id, y
+    if y in (0, 1):
+        return tx_id, bool(y)
+    raise InvalidRecord("wrong_type", f"is_fraud must be a boolean, got {y!r}")
+
+
+class _ReadThrough(MutableMapping[str, bytes]):
+    """Reads the table, keeps writes to itself: features of re-delivered inputs, state untouched."""
+
+    def __init__(self, table: Mapping[str, bytes]) -> None:
+        self.table = table
+        self.own: dict[str, bytes] = {}
+
+    def __getitem__(self, key: str) -> bytes:
+        return self.own[key] if key in self.own else self.table[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.own[key] if key in self.own else self.table.get(key, default)
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.own[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self.own.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.own)
+
+    def __len__(self) -> int:
+        return len(self.own)
+
+
+class _SubKeys(MutableMapping[str, bytes]):
+    """``terminal -> state`` over the table's ``terminal\\x1f<partition>`` keys of one partition."""
+
+    def __init__(self, table: MutableMapping[str, bytes], partition: int) -> None:
+        self.table, self.suffix = table, f"{SUB}{partition}"
+
+    def __getitem__(self, key: str) -> bytes:
+        return self.table[key + self.suffix]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(key + self.suffix, default)
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table[key + self.suffix] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key + self.suffix]
+
+    def __iter__(self) -> Iterator[str]:
+        raise NotImplementedError("not iterable: the engine only reads and writes keys")
+
+    def __len__(self) -> int:
+        raise NotImplementedError
 
 
 class FraudPipeline(Pipeline):
     name = "fraud"
     parse = staticmethod(parse_transaction)
 
-    def __init__(self, slot: ModelSlot, topics: Topics) -> None:
+    def __init__(self, slot: ModelSlot, topics: Topics, settings: Settings | None = None) -> None:
         self.slot = slot
+        self.settings = settings or Settings()
         self.topics = topics.pipeline(self.name)
         self.alerts_topic = topics.alerts
+        self.partitions = self.settings.partitions
         self._scores = metrics.SCORES.labels(self.name)
         self._alerts = {s: metrics.ALERTS.labels(self.name, s) for s in ("warning", "critical")}
+        self._labels = {o: metrics.LABELS_JOINED.labels(self.name, o) for o in ("joined", "missing", "invalid")}
+        self._online_updates = metrics.ONLINE_UPDATES.labels(self.name)
         self._engines: dict[int, FeatureEngine] = {}
-        self.cards: dict[str, bytes] = {}
-        self.terminals: dict[str, bytes] = {}
+        # Plain tables until setup() registers the Faust ones (tests, evaluation).
+        self.cards: Any = MemoryTable()
+        self.scored: Any = MemoryTable()
+        self.terminals: Any = MemoryTable()
+        self.clock: dict[int, float] = {}  # partition -> event time (latest transaction ts seen)
+        self.last_offset: dict[int, int] = {}  # partition -> offset of the latest transaction scored
+        # terminal -> merged state (None: no labels yet); dropped when a label changes a sub-key, and
+        # entirely when partitions move (recovery writes sub-keys behind our back)
+        self._merged: dict[str, bytes | None] = {}
+        self.checkpoint_path = self.settings.state_dir / "fraud" / "online.pkl"
+        self.online = self._load_online()
+        self.champion_quality = Prequential()
+        debounce = self.settings.fraud_drift_debounce_s
+        self.drift = {s: DebouncedDrift(s, debounce) for s in ("error", "score")}
+        self.export_quality()
+
+    # --- models ---------------------------------------------------------------------------------
 
     def engine(self, label_delay_days: int) -> FeatureEngine:
         """The feature engine for a model's label delay (training and serving must agree)."""
@@ -42,54 +183,169 @@ class FraudPipeline(Pipeline):
             engine = self._engines[label_delay_days] = FeatureEngine(label_delay_days)
         return engine
 
+    def _load_online(self) -> OnlineFraudModel:
+        """The worker's checkpoint, else the champion's warm start (``online.pkl`` beside it), else new."""
+        candidates = [self.checkpoint_path]
+        scorer = self.slot.scorer
+        if scorer is not None:
+            try:
+                candidates.append(self.slot.registry.model_path(self.name, scorer.meta.version).parent / "online.pkl")
+            except Exception:  # a registry without the version dir: no warm start
+                pass
+        for path in candidates:
+            if Path(path).is_file():
+                try:
+                    model = OnlineFraudModel.load(path)
+                    if model.features == FEATURES:
+                        log.info("fraud: online model restored from %s (%d updates)", path, model.updates)
+                        return model
+                except (ValueError, OSError, EOFError) as exc:
+                    log.warning("fraud: online checkpoint %s unusable (%s)", path, exc)
+        return OnlineFraudModel(FEATURES)
+
+    def save_online(self) -> Path:
+        return self.online.save(self.checkpoint_path)
+
+    def export_quality(self) -> None:
+        gauge = metrics.PREQUENTIAL
+        for learner, quality in (("online", self.online.quality), ("champion", self.champion_quality)):
+            for metric, value in quality.get().items():
+                gauge.labels(self.name, learner, metric).set(value)
+
+    # --- transactions ---------------------------------------------------------------------------
+
     def process(self, events: Sequence[Transaction], now: float) -> list[Output]:
+        return self.process_batch(events, None, 0, now)
+
+    def process_batch(self, events: Sequence[Transaction], offsets: Sequence[int] | None, partition: int,
+                      now: float) -> list[Output]:
         scorer = self.slot.scorer
         if scorer is None:
             raise RuntimeError("no fraud model loaded: run `lepton train fraud`")
         meta = scorer.meta
         version = meta.version
         n = len(events)
-        amount = np.fromiter((e.amount for e in events), np.float64, n)
         ts = np.fromiter((e.ts for e in events), np.float64, n)
+        amount = np.fromiter((e.amount for e in events), np.float64, n)
+        cards = [e.card for e in events]
+        merchants = [e.merchant for e in events]
         engine = self.engine(int(meta.extra.get("label_delay_days", 7)))
-        X = engine.transform(ts, [e.card for e in events], [e.merchant for e in events], amount,
-                             self.cards, self.terminals)
+        terminals = self._terminal_view(merchants)
+
+        # Inputs at or below the partition's applied offset were counted before a crash:
+        # score them against the state (read only), count only the others.
+        fresh_from = 0
+        applied_key = f"{APPLIED}{partition}"
+        if offsets is not None:
+            self.last_offset[partition] = int(offsets[-1])
+            raw = self.cards.get(applied_key)
+            applied = int.from_bytes(raw, "big", signed=True) if raw is not None else -1
+            fresh_from = int(np.searchsorted(np.asarray(offsets), applied, side="right"))
+        X = np.empty((n, len(FEATURES)), dtype=np.float32)
+        if fresh_from:
+            X[:fresh_from] = engine.transform(ts[:fresh_from], cards[:fresh_from], merchants[:fresh_from],
+                                              amount[:fresh_from], _ReadThrough(self.cards), terminals)
+        if fresh_from < n:
+            X[fresh_from:] = engine.transform(ts[fresh_from:], cards[fresh_from:], merchants[fresh_from:],
+                                              amount[fresh_from:], self.cards, terminals)
+            if offsets is not None:
+                self.cards[applied_key] = int(offsets[-1]).to_bytes(8, "big", signed=True)
+
         with metrics.INFERENCE.labels(self.name, str(version)).time():
             probability = scorer.predict(X)
+        online_scores = self.online.score(X)
+        clock = max(self.clock.get(partition, 0.0), float(ts.max()))
+        self.clock[partition] = clock
+
+        # Log what a label will need (features, scores), once per transaction.
+        if fresh_from < n:
+            records = logged.pack(ts[fresh_from:], cards[fresh_from:], merchants[fresh_from:], X[fresh_from:],
+                                  probability[fresh_from:], online_scores[fresh_from:])
+            for e, rec in zip(events[fresh_from:], records):
+                self.scored[e.id] = rec
+
         threshold = meta.threshold
+        flagged = np.flatnonzero(probability >= threshold)
+        explanations = self._explain(scorer, X[flagged[:EXPLAIN_MAX]], meta.extra)
         out_topic = self.topics.output
         outputs: list[Output] = []
         append = outputs.append
-        for e, p in zip(events, probability.tolist()):
-            flagged = p >= threshold
-            key = e.id.encode()
-            append(
-                Output(
-                    out_topic,
-                    key,
-                    dumps(
-                        {
-                            "id": e.id,
-                            "card": e.card,
-                            "ts": e.ts,
-                            "probability": round(p, 6),
-                            "decision": "review" if flagged else "approve",
-                            "model_version": version,
-                            "latency_ms": round((now - e.ts) * 1000.0, 3),
-                        }
-                    ),
-                )
-            )
-            if flagged:
-                append(Output(self.alerts_topic, key, dumps(self._alert(e, p, threshold, version))))
+        online_updates = self.online.updates
+        review = (probability >= threshold).tolist()
+        latency = np.round((now - ts) * 1000.0, 3).tolist()
+        for e, p, r, flag, lat in zip(events, np.round(probability.astype(np.float64), 6).tolist(),
+                                      np.round(online_scores, 6).tolist(), review, latency):
+            append(Output(out_topic, e.id.encode(), dumps({
+                "id": e.id,
+                "card": e.card,
+                "ts": e.ts,
+                "probability": p,
+                "decision": "review" if flag else "approve",
+                "model_version": version,
+                "online_score": r,
+                "online_updates": online_updates,
+                "latency_ms": lat,
+            })))
+        for k, i in enumerate(flagged.tolist()):
+            top = explanations[k] if k < len(explanations) else []
+            append(Output(self.alerts_topic, events[i].id.encode(),
+                          dumps(self._alert(events[i], float(probability[i]), threshold, version, top))))
+
         step = max(1, n // 64)
         for p in probability[::step].tolist():
             self._scores.observe(p)
+        if self.drift["score"].update([float(probability.mean())], clock):
+            outputs.append(self._drift_alert("score", clock, version))
+
+        self._expire(partition, clock, engine, n)
+        outputs += self.cards.flush(partition) + self.scored.flush(partition)
         return outputs
 
-    def _alert(self, e: Transaction, p: float, threshold: float, version: int) -> dict:
+    def _terminal_view(self, merchants: Sequence[str]) -> dict[str, bytes]:
+        """The batch's terminals, each merged from the sub-states the label partitions wrote."""
+        merged = self._merged
+        if len(merged) > MERGED_MAX:
+            merged.clear()
+        unique = [m for m in set(merchants) if m not in merged]
+        suffixes = [f"{SUB}{q}" for q in range(self.partitions)]
+        values = self.terminals.get_many([m + s for m in unique for s in suffixes])
+        per = len(suffixes)
+        several: list[str] = []
+        groups: list[list[bytes]] = []
+        for i, m in enumerate(unique):
+            states = [v for v in values[i * per:(i + 1) * per] if v is not None]
+            if len(states) > 1:
+                several.append(m)
+                groups.append(states)
+            else:
+                merged[m] = states[0] if states else None
+        merged.update(zip(several, merge_terminal_groups(groups)))
+        return {m: v for m in set(merchants) if (v := merged[m]) is not None}
+
+    def _expire(self, partition: int, clock: float, engine: FeatureEngine, n: int) -> None:
+        """Drop, a slice per batch, logged records past retention and cards/terminals no feature needs."""
+        horizon = clock - self.settings.fraud_log_retention_days * DAY
+        # One check per logged record keeps a pass over the log shorter than the retention, so at most
+        # about twice the retention is ever kept; cards and terminals change far more slowly.
+        unpack = _TS.unpack_from
+        self.scored.sweep(partition, lambda k, v: unpack(v)[0] < horizon, max(SWEEP_BUDGET, n))
+        self.cards.sweep(partition, lambda k, v: not k.startswith(APPLIED) and engine.card_expired(v, clock),
+                         SWEEP_BUDGET)
+        self.terminals.sweep(partition, lambda k, v: engine.terminal_expired(v, clock), SWEEP_BUDGET // 4)
+
+    def _explain(self, scorer: Any, X: np.ndarray, extra: dict) -> list[list[dict]]:
+        if not len(X):
+            return []
+        means = extra.get("feature_means")
+        if means is None or len(means) != len(FEATURES):  # an older model: the online scaler's means
+            scaler = self.online.model.steps["StandardScaler"]
+            means = [scaler.means.get(f, 0.0) for f in FEATURES]
+        return explain(scorer.predict, X, np.asarray(means), FEATURES, self.settings.fraud_explain_top)
+
+    def _alert(self, e: Transaction, p: float, threshold: float, version: int, top: list[dict]) -> dict:
         severity = "critical" if p >= max(0.9, threshold) else "warning"
         self._alerts[severity].inc()
+        because = ", ".join(f"{t['feature']}={t['value']:g} (+{t['contribution']:.2f})" for t in top)
         return {
             "id": e.id,
             "pipeline": self.name,
@@ -99,9 +355,164 @@ class FraudPipeline(Pipeline):
             "score": round(p, 6),
             "threshold": threshold,
             "model_version": version,
-            "reason": f"fraud probability {p:.2f} ≥ threshold {threshold:.2f}",
-            "details": {"amount": e.amount, "merchant": e.merchant, "card": e.card},
+            "reason": f"fraud probability {p:.2f} ≥ threshold {threshold:.2f}" + (f"; driven by {because}" if top else ""),
+            "details": {"amount": e.amount, "merchant": e.merchant, "card": e.card, "top_features": top},
         }
 
+    def _drift_alert(self, signal: str, ts: float, version: int | None) -> Output:
+        metrics.DRIFT_EVENTS.labels(self.name, signal).inc()
+        detector = self.drift[signal]
+        what = ("the champion's error on arriving labels" if signal == "error"
+                else "the distribution of fraud scores")
+        log.warning("fraud: drift detected in %s", what)
+        self._alerts["warning"].inc()
+        alert_id = f"drift:{self.name}:{signal}:{int(ts)}"
+        return Output(self.alerts_topic, alert_id.encode(), dumps({
+            "id": alert_id, "pipeline": self.name, "severity": "warning", "ts": ts, "subject": f"drift:{signal}",
+            "score": None if math.isnan(detector.estimate) else round(detector.estimate, 6), "threshold": None,
+            "model_version": version, "reason": f"drift detected in {what}",
+            "details": {"signal": signal, "detector": type(detector.detector).__name__,
+                        "detections": detector.detections, "debounce_s": detector.debounce_s},
+        }))
 
-__all__ = ["FEATURES", "FraudPipeline"]
+    # --- labels ---------------------------------------------------------------------------------
+
+    def process_labels(self, raws: Sequence[bytes | None], partition: int, now: float) -> list[Output]:
+        """Join a batch of labels to their logged records, apply them, learn; returns the outputs
+        (state changelogs, drift alerts) to emit to ``partition`` before the labels are committed."""
+        ids: list[str] = []
+        ys: list[bool] = []
+        recs: list[bytes] = []
+        missing = invalid = 0
+        scored = self.scored
+        for raw in raws:
+            try:
+                tx_id, y = parse_label(raw)
+            except InvalidRecord as exc:
+                invalid += 1
+                log.debug("fraud: bad label dropped (%s)", exc)
+                continue
+            rec = scored.get(tx_id)
+            if rec is None:  # expired, never scored here, or already applied (a re-delivered label)
+                missing += 1
+                continue
+            del scored[tx_id]  # a label applies once
+            ids.append(tx_id)
+            ys.append(y)
+            recs.append(rec)
+        if missing:
+            self._labels["missing"].inc(missing)
+        if invalid:
+            self._labels["invalid"].inc(invalid)
+        outputs: list[Output] = []
+        if recs:
+            self._labels["joined"].inc(len(recs))
+            rec = logged.unpack(recs, len(FEATURES))
+            y = np.asarray(ys, dtype=bool)
+            clock = self.clock.get(partition) or max(self.clock.values(), default=0.0) or now
+            delay = 7
+            if self.slot.scorer is not None:
+                delay = int(self.slot.scorer.meta.extra.get("label_delay_days", 7))
+            for m in set(rec.merchant):
+                self._merged.pop(m, None)
+            self.engine(delay).apply_labels(self.cards, _SubKeys(self.terminals, partition), rec.card,
+                                            rec.merchant, rec.ts, y, label_ts=clock)
+            known = ~np.isnan(rec.online_score)
+            learnt = self.online.learn(rec.X, y, rec.online_score if known.all() else None)
+            self._online_updates.inc(learnt)
+            self.champion_quality.update(y, rec.score)
+            self.export_quality()
+            errors = np.abs(y.astype(np.float64) - rec.score.astype(np.float64))
+            if self.drift["error"].update(errors.tolist(), clock):
+                outputs.append(self._drift_alert("error", clock, self.slot.version))
+        outputs += self.cards.flush(partition) + self.terminals.flush(partition) + self.scored.flush(partition)
+        return outputs
+
+    def unmatched(self, raws: Sequence[bytes | None]) -> int:
+        """Valid labels whose scored transaction is not (yet) in the log."""
+        missing = 0
+        for raw in raws:
+            try:
+                tx_id, _ = parse_label(raw)
+            except InvalidRecord:
+                continue
+            missing += self.scored.get(tx_id) is None
+        return missing
+
+    def transactions_behind(self, app: Any, partition: int) -> bool:
+        """True while this partition's transactions are not all scored yet (a backlog after a restart)."""
+        from faust.types import TP
+
+        tp = TP(self.topics.input, partition)
+        high = app.consumer.highwater(tp)
+        if high is None:  # nothing fetched yet
+            return True
+        done = self.last_offset.get(partition)
+        committed = getattr(app.consumer, "_committed_offset", {}).get(tp)  # the last offset committed
+        reached = max(done if done is not None else -1, committed if committed is not None else -1)
+        return reached + 1 < high
+
+    async def _await_transactions(self, app: Any, raws: Sequence[bytes | None], partition: int) -> None:
+        """Labels racing ahead of their transactions (both topics replayed from a backlog) wait for them,
+        at most ``fraud_label_wait_s``; a label whose transaction never comes is counted ``missing``."""
+        import asyncio
+
+        deadline = time.monotonic() + self.settings.fraud_label_wait_s
+        while (self.unmatched(raws) and self.transactions_behind(app, partition)
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)
+
+    # --- wiring ---------------------------------------------------------------------------------
+
+    def _register_tables(self, app: Any, parts: int) -> None:
+        from .state.table import BatchTable
+
+        self.cards = BatchTable(app, "fraud-cards", partitions=parts, help="card -> feature state")
+        self.scored = BatchTable(app, "fraud-scored", partitions=parts, help="tx id -> record logged at scoring")
+        self.terminals = BatchTable(app, "fraud-terminals", partitions=parts,
+                                    help="terminal<US>partition -> label state from that partition")
+
+    def setup(self, app: Any) -> None:
+        """Tables, the label agent, the online model's checkpoints."""
+        from .batching import BatchTopic, Emitter
+
+        parts = self.partitions
+        if self.settings.fraud_state_tables:
+            self._register_tables(app, parts)
+        emitter = Emitter(app)
+        feedback = BatchTopic(app, topics=[self.topics.feedback], acks=True)
+
+        async def fraud_labels(stream: Any) -> None:
+            async for batch in stream:
+                raws = [r.value for r in batch.records]
+                await self._await_transactions(app, raws, batch.partition)
+                outputs = self.process_labels(raws, batch.partition, time.time())
+                if outputs:
+                    await emitter.send(outputs, batch.partition)  # acked before the labels' offsets commit
+                batch.mark_complete()
+
+        app.agent(feedback, name="lepton.fraud_labels")(fraud_labels)
+
+        async def forget_merged(*_: Any, **__: Any) -> None:
+            self._merged.clear()
+
+        self._forget_merged = forget_merged  # a signal holds its receivers weakly
+        app.on_partitions_assigned.connect(forget_merged)
+        app.on_partitions_revoked.connect(forget_merged)
+
+        async def fraud_checkpoint() -> None:
+            if self.online.updates != getattr(self, "_saved_updates", 0):
+                self._saved_updates = self.online.updates
+                self.save_online()  # on the loop (a few ms): labels are learnt there too, never mid-pickle
+
+        app.timer(self.settings.fraud_checkpoint_s)(fraud_checkpoint)
+
+        async def final_checkpoint(sender: Any = None, **_: Any) -> None:
+            path = self.save_online()
+            log.info("fraud: online model (%d updates) checkpointed to %s", self.online.updates, path)
+
+        self._final_checkpoint = final_checkpoint  # a signal holds its receivers weakly
+        app.on_before_shutdown.connect(final_checkpoint)
+
+
+__all__ = ["FEATURES", "FraudPipeline", "parse_label"]

@@ -121,6 +121,14 @@ MODEL_AGREEMENT = Gauge(
 ONLINE_UPDATES = Counter(
     "lepton_online_updates_total", "Online learner updates (labels learned).", ["pipeline"], registry=REGISTRY
 )
+DRIFT_EVENTS = Counter(
+    "lepton_drift_events_total", "Drift detections (debounced), by signal (error, score).", ["pipeline", "signal"],
+    registry=REGISTRY,
+)
+LABELS_JOINED = Counter(
+    "lepton_labels_total", "Feedback labels by outcome (joined to their scored event; missing: expired, "
+    "unknown or already applied; invalid).", ["pipeline", "outcome"], registry=REGISTRY,
+)
 CORRECTIONS = Counter(
     "lepton_corrections_total",
     "Label corrections received, by outcome (learned, missing: text no longer kept, invalid).",

@@ -61,6 +61,24 @@ class Settings(BaseSettings):
     onnx_threads: int = Field(1, ge=1, description="intra-op threads per ONNX session.")
     pipelines: list[str] = Field(default_factory=lambda: ["fraud"], description="Pipelines a worker runs.")
 
+    # --- Fraud -----------------------------------------------------------------
+    fraud_state_tables: bool = Field(
+        False, description="Keep fraud state (cards, scored log, terminals) in Faust tables with changelogs, "
+        "recovered after a restart; off: in-process state, rebuilt from the stream after a restart. Off by "
+        "default: on Tansu a restart after SIGKILL can stall in Faust's table recovery (README, Fraud).")
+    fraud_log_retention_days: float = Field(
+        10.0, gt=0, description="How long (event time) a scored transaction waits for its label; must exceed "
+        "the label delay (7 days in the handbook).")
+    fraud_checkpoint_s: float = Field(
+        30.0, gt=0, description="How often the worker checkpoints the online fraud model to "
+        "LEPTON_HOME/state/fraud/ (also at shutdown; restored at start).")
+    fraud_drift_debounce_s: float = Field(
+        3600.0, ge=0, description="Event time after a drift detection during which the same signal raises no new one.")
+    fraud_explain_top: int = Field(3, ge=1, description="Features named in a fraud alert's explanation.")
+    fraud_label_wait_s: float = Field(
+        30.0, ge=0, description="A label whose transaction is not scored yet waits this long while the "
+        "transactions of its partition are behind (both replayed from a backlog).")
+
     # --- Sentiment -------------------------------------------------------------
     sentiment_challenger: str = Field(
         "none", description="Shadow model beside the champion: 'none', 'auto' (newest version of the other kind, "

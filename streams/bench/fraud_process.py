@@ -1,0 +1,121 @@
+"""CPU cost of the fraud worker's own code per transaction: everything but Kafka and JSON parsing.
+
+Runs :class:`~streams.fraud.FraudPipeline` as the worker does (its three tables
+are real Faust tables behind :class:`~streams.state.table.BatchTable`, so the
+changelog records are built too; an app that is never started, no broker),
+on a labelled file in event-time order, batches of ``batch_size`` on
+``partitions`` partitions (keyed by card), labels arriving ``label_delay_days``
+late in batches: features from state, ONNX, the online model, outputs,
+alerts and their explanations, logging, expiry, label join and learning.
+Times are this process's CPU time after a warm-up (other work on a shared
+machine does not inflate them), so ``1e6 / us_per_tx`` is the rate one core
+sustains for this part of the worker.
+
+    python -m streams.bench.fraud_process [FILE] [--rows 300000] [--warm-days 40]
+
+Needs a registered fraud model (``lepton train fraud``) in ``LEPTON_HOME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DAY = 86_400.0
+
+
+def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm_days: float = 40.0,
+                  rows: int = 300_000, label_delay_days: int = 7) -> dict:
+    """µs of CPU per transaction (labels included, one per transaction) after ``warm_days``."""
+    import faust
+
+    from models.fraud.features import FEATURES
+    from models.registry import ModelRegistry
+
+    from ..fraud import FraudPipeline
+    from ..model_slot import ModelSlot
+    from ..records import Transaction
+    from ..state.table import BatchTable
+
+    slot = ModelSlot(ModelRegistry(settings.models_dir), "fraud", features=FEATURES)
+    slot.load_now()
+    pipeline = FraudPipeline(slot, settings.topics, settings)
+    app = faust.App("lepton-fraud-cost", broker="memory://", store="memory://")
+    parts = settings.partitions
+    pipeline.cards = BatchTable(app, "fraud-cards", partitions=parts)
+    pipeline.scored = BatchTable(app, "fraud-scored", partitions=parts)
+    pipeline.terminals = BatchTable(app, "fraud-terminals", partitions=parts)
+
+    ts = frame["ts"].to_numpy(dtype=np.float64)
+    start = int(np.searchsorted(ts, ts[0] + warm_days * DAY))
+    stop = min(len(ts), start + rows)
+    if start >= stop:
+        raise ValueError(f"the data is shorter than the {warm_days}-day warm-up")
+    frame = frame.iloc[:stop]
+    ids = frame["id"].astype(str).tolist() if "id" in frame.columns else [f"tx{i}" for i in range(stop)]
+    events = [Transaction(i, t, c, m, a) for i, t, c, m, a in
+              zip(ids, ts[:stop].tolist(), frame["card"].astype(str).tolist(), frame["merchant"].astype(str).tolist(),
+                  frame["amount"].astype(float).tolist())]
+    y = frame["label"].fillna(False).astype(bool).tolist()
+    part = (pd.util.hash_array(frame["card"].astype(str).to_numpy()) % parts).astype(np.int64)
+    labels = [json.dumps({"id": i, "is_fraud": v}).encode() for i, v in zip(ids, y)]
+    arrival = ts[:stop] + label_delay_days * DAY
+    offsets = np.zeros(parts, dtype=np.int64)
+    labelled = 0
+    spent = 0.0
+    timed_tx = outputs = 0
+    for a in range(0, stop, batch_size):
+        b = min(a + batch_size, stop)
+        timing = a >= start
+        t0 = time.process_time()
+        upto = int(np.searchsorted(arrival, ts[a], side="right"))
+        if upto > labelled:
+            lp = part[labelled:upto]
+            for p in range(parts):
+                idx = np.flatnonzero(lp == p) + labelled
+                outputs += len(pipeline.process_labels([labels[i] for i in idx], p, ts[a]))
+            labelled = upto
+        bp = part[a:b]
+        for p in range(parts):
+            idx = np.flatnonzero(bp == p) + a
+            if len(idx):
+                offs = list(range(int(offsets[p]), int(offsets[p]) + len(idx)))
+                offsets[p] += len(idx)
+                outputs += len(pipeline.process_batch([events[i] for i in idx], offs, p, ts[b - 1]))
+        if timing:
+            spent += time.process_time() - t0
+            timed_tx += b - a
+    return {"us_per_tx": round(spent / timed_tx * 1e6, 2), "tx_per_cpu_second": round(timed_tx / spent),
+            "transactions": timed_tx, "batch_size": batch_size, "partitions": parts,
+            "online_updates": pipeline.online.updates, "outputs": outputs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", nargs="?", type=Path)
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--warm-days", type=float, default=40.0)
+    parser.add_argument("--batch-size", type=int, default=2000)
+    args = parser.parse_args(argv)
+    from ..settings import Settings
+
+    settings = Settings()
+    if args.data is not None:
+        from connectors.replay import read_frame
+
+        frame = read_frame("fraud", args.data)
+    else:
+        from connectors.generators import TransactionGenerator
+
+        frame = TransactionGenerator(seed=1, start_ts=1_700_000_000.0).batch(800_000)
+    print(json.dumps(pipeline_cost(frame, settings, batch_size=args.batch_size, warm_days=args.warm_days,
+                                   rows=args.rows)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The fraud pipeline in-process: replay guard, label join, expiry, explanations, drift, terminal merge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.fraud.drift import DebouncedDrift
+from models.fraud.features import DAY, FEATURES, FeatureEngine, merge_terminal_groups, merge_terminal_states
+from models.registry import ModelRegistry
+from streams.fraud import APPLIED, FraudPipeline, parse_label
+from streams.model_slot import ModelSlot
+from streams.records import InvalidRecord, Transaction
+from streams.settings import Settings
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from models.train import train_fraud
+
+    home = tmp_path_factory.mktemp("fraud-home")
+    train_fraud(Settings(home=home), epochs=1, rows=20_000)
+    return home
+
+
+def pipeline(home: Path, tmp_path: Path, **settings) -> FraudPipeline:
+    models = ModelRegistry(home / "models")
+    slot = ModelSlot(models, "fraud", features=FEATURES)
+    slot.load_now()
+    return FraudPipeline(slot, Settings(home=tmp_path).topics, Settings(home=tmp_path, **settings))
+
+
+def txs(n: int, tag: str = "t", start: float = T0, step: float = 60.0) -> list[Transaction]:
+    return [Transaction(f"{tag}{i}", start + i * step, f"c{i % 7}", f"m{i % 5}", 10.0 + (i * 37) % 200)
+            for i in range(n)]
+
+
+def scores(outputs) -> dict[str, dict]:
+    return {json.loads(o.value)["id"]: json.loads(o.value) for o in outputs if o.topic == "fraud-scores"}
+
+
+def test_redelivered_batch_is_scored_but_not_counted_twice(home: Path, tmp_path: Path) -> None:
+    p = pipeline(home, tmp_path)
+    batch = txs(200)
+    first = scores(p.process_batch(batch, list(range(100, 300)), 2, T0))
+    cards = {k: v for k, v in p.cards.items() if not k.startswith(APPLIED)}
+    # The crash came after the state was acknowledged, before the offsets were: the batch comes back,
+    # with more records after it.
+    more = txs(50, "u", start=T0 + 200 * 60)
+    again = scores(p.process_batch(batch + more, list(range(100, 350)), 2, T0))
+    assert set(again) == set(first) | {t.id for t in more}, "every input is scored again"
+    fresh = pipeline(home, tmp_path / "fresh")
+    once = scores(fresh.process_batch(batch + more, list(range(100, 350)), 2, T0))
+    assert {k: v for k, v in p.cards.items() if not k.startswith(APPLIED)} == \
+        {k: v for k, v in fresh.cards.items() if not k.startswith(APPLIED)}, "state as if each input came once"
+    assert {i: once[i]["probability"] for i in once if i.startswith("u")} == \
+        {i: again[i]["probability"] for i in again if i.startswith("u")}
+    assert cards != {k: v for k, v in p.cards.items() if not k.startswith(APPLIED)}
+    # Another partition's offsets are its own.
+    p.process_batch(txs(3, "w"), [0, 1, 2], 3, T0)
+    assert int.from_bytes(p.cards[f"{APPLIED}3"], "big", signed=True) == 2
+
+
+def test_labels_join_learn_apply_once_and_expire(home: Path, tmp_path: Path) -> None:
+    p = pipeline(home, tmp_path, fraud_log_retention_days=8.0)
+    batch = txs(300)
+    p.process_batch(batch, list(range(300)), 0, T0)
+    assert len(p.scored) == 300
+    labels = [json.dumps({"id": t.id, "is_fraud": i % 10 == 0}).encode() for i, t in enumerate(batch[:200])]
+    before = p.online.updates
+    p.process_labels(labels + [b"not json", b'{"id": "nope", "is_fraud": true}'], 0, T0)
+    assert p.online.updates > before
+    assert p.champion_quality.get()["labels"] == 200 and p.champion_quality.get()["positives"] == 20
+    assert len(p.scored) == 100, "a joined record leaves the log"
+    assert p.terminals and all(k.endswith("\x1f0") for k in p.terminals), "partition 0 wrote its own sub-keys"
+    updates = p.online.updates
+    p.process_labels(labels, 0, T0)  # re-delivered: nothing to join any more
+    assert p.online.updates == updates and p.champion_quality.get()["labels"] == 200
+    # Labels make the terminal features move for later transactions at those terminals.
+    later = scores(p.process([Transaction("late", T0 + 8 * DAY, "c1", "m0", 20.0)], T0))
+    assert later["late"]["probability"] >= 0
+    # Event time passes the retention: the 100 unlabelled records expire, a slice per batch.
+    for k in range(5):
+        p.process_batch(txs(10, f"x{k}", start=T0 + 9 * DAY), list(range(1000 + 10 * k, 1010 + 10 * k)), 0, T0)
+    assert not [k for k in p.scored if k.startswith("t")], "records past retention are gone"
+
+
+def test_alerts_name_the_features_that_drove_the_score(home: Path, tmp_path: Path) -> None:
+    p = pipeline(home, tmp_path, fraud_explain_top=3)
+    outputs = p.process(txs(400), T0)
+    alerts = [json.loads(o.value) for o in outputs if o.topic.endswith("alerts")]
+    threshold = p.slot.scorer.meta.threshold
+    flagged = [s for s in scores(outputs).values() if s["probability"] >= threshold]
+    assert len(alerts) == len(flagged) > 0
+    for a in alerts[:20]:
+        top = a["details"]["top_features"]
+        assert len(top) == 3 and {t["feature"] for t in top} <= set(FEATURES)
+        assert top[0]["contribution"] >= top[1]["contribution"] >= top[2]["contribution"]
+        assert a["severity"] in ("warning", "critical") and a["score"] >= threshold
+
+
+def test_parse_label() -> None:
+    assert parse_label(b'{"id": "a", "is_fraud": 1}') == ("a", True)
+    for bad in (b"[]", b'{"id": 3, "is_fraud": true}', b'{"id": "a", "is_fraud": "yes"}', None):
+        with pytest.raises(InvalidRecord):
+            parse_label(bad)
+
+
+def test_drift_on_errors_is_detected_and_debounced() -> None:
+    d = DebouncedDrift("error", debounce_s=3600.0)
+    rng = np.random.default_rng(0)
+    reports = []
+    for step in range(400):  # one batch of 50 labels a minute; errors jump at minute 200
+        level = 0.02 if step < 200 else 0.5
+        if d.update(np.clip(rng.normal(level, 0.01, 50), 0, 1), ts=step * 60.0):
+            reports.append(step)
+    assert reports and 200 <= reports[0] < 210, reports
+    assert d.detections >= len(reports)
+    assert all(b - a >= 60 for a, b in zip(reports, reports[1:])), "at most one report an hour"
+    quiet = DebouncedDrift("error")
+    assert not any(quiet.update(np.clip(rng.normal(0.02, 0.01, 50), 0, 1), ts=s * 60.0) for s in range(400))
+
+
+def test_drift_alert_and_metric_from_the_pipeline(home: Path, tmp_path: Path) -> None:
+    from streams import metrics
+
+    p = pipeline(home, tmp_path)
+    counter = metrics.DRIFT_EVENTS.labels("fraud", "score")
+    before = counter._value.get()
+    out = []
+    for k in range(120):  # ordinary amounts, then very large ones: the score distribution moves
+        amount = 20.0 if k < 60 else 5000.0
+        batch = [Transaction(f"d{k}-{i}", T0 + k * 600 + i, f"c{i}", f"m{i}", amount) for i in range(20)]
+        out += p.process(batch, T0)
+    drift = [json.loads(o.value) for o in out if o.key.startswith(b"drift:")]
+    assert counter._value.get() - before == len(drift) >= 1
+    assert drift[0]["subject"] == "drift:score" and drift[0]["severity"] == "warning"
+
+
+def test_terminal_state_split_over_partitions_merges_to_the_single_state() -> None:
+    eng = FeatureEngine(7)
+    rng = np.random.default_rng(1)
+    n = 400
+    tx_ts = np.sort(T0 + rng.uniform(0, 20 * DAY, n))
+    merchant = [f"m{i}" for i in rng.integers(0, 6, n)]
+    y = rng.random(n) < 0.2
+    card = [f"c{i}" for i in rng.integers(0, 30, n)]
+    part = rng.integers(0, 3, n)
+    whole: dict = {}
+    split: list[dict] = [{}, {}, {}]
+    for lo in range(0, n, 40):  # labels arrive in batches, in time order
+        sl = slice(lo, lo + 40)
+        now = tx_ts[sl][-1] + 7 * DAY
+        eng.apply_labels({}, whole, card[sl], merchant[sl], tx_ts[sl], y[sl], label_ts=now)
+        for q in range(3):
+            idx = np.flatnonzero(part[sl] == q) + lo
+            eng.apply_labels({}, split[q], [card[i] for i in idx], [merchant[i] for i in idx], tx_ts[idx],
+                             y[idx], label_ts=now)
+    merged = {m: merge_terminal_states([s[m] for s in split if m in s]) for m in whole}
+    groups = [[s[m] for s in split if m in s] for m in whole]
+    assert merge_terminal_groups(groups) == list(merged.values()), "the vectorised merge is the same"
+    probe_ts = [tx_ts[-1] + 7 * DAY + 3600] * 6
+    terms = [f"m{i}" for i in range(6)]
+    a = eng.transform(probe_ts, ["z"] * 6, terms, [10.0] * 6, {}, whole)
+    b = eng.transform(probe_ts, ["z"] * 6, terms, [10.0] * 6, {}, merged)
+    cols = [FEATURES.index(f) for f in FEATURES if f.startswith("terminal_") and "streak" not in f]
+    np.testing.assert_allclose(a[:, cols], b[:, cols], rtol=1e-6)
+
+
+def test_a_handbook_file_produces_labels_keyed_like_their_transactions(tmp_path: Path) -> None:
+    """`lepton produce fraud --source FILE --label-delay-days N`: labels follow N days later, keyed by card,
+    so they reach the partition that holds the logged transaction and the card's state."""
+    import pandas as pd
+
+    from connectors.producer import schedule, unzip
+    from connectors.replay import read_events_from
+
+    rows = pd.DataFrame({
+        "TRANSACTION_ID": range(6),
+        "TX_DATETIME": pd.date_range("2018-04-01", periods=6, freq="1D").astype(str),
+        "CUSTOMER_ID": [1, 2, 1, 3, 2, 1], "TERMINAL_ID": [10, 11, 12, 10, 11, 12],
+        "TX_AMOUNT": [5.0, 7.5, 3.2, 9.9, 1.0, 2.0], "TX_FRAUD": [0, 1, 0, 0, 1, 0],
+    })
+    path = tmp_path / "handbook.csv"
+    rows.to_csv(path, index=False)
+    events, labels = unzip(read_events_from("fraud", path))
+    sent = list(schedule("fraud", events, labels, label_delay_s=2 * 86_400.0))
+    txs_sent = {rec["id"]: (key, rec) for is_label, key, rec in sent if not is_label}
+    labels_sent = [(i, key, rec) for i, (is_label, key, rec) in enumerate(sent) if is_label]
+    assert len(txs_sent) == 6 and len(labels_sent) == 6
+    order = [rec["id"] for _, _, rec in sent]
+    for i, key, label in labels_sent:
+        tx_key, tx = txs_sent[label["id"]]
+        assert key == tx_key == str(tx["card"]), "a label is keyed by its transaction's card"
+        assert set(label) == {"id", "is_fraud"}
+        later = [txs_sent[o][1]["ts"] for o in order[:i] if o in txs_sent]
+        assert max(later) >= tx["ts"] + 2 * 86_400 or i >= len(sent) - 2, "released after the delay (or at the end)"
+    assert sorted(rec["is_fraud"] for _, _, rec in labels_sent) == [False] * 4 + [True] * 2
