@@ -220,6 +220,48 @@ def evaluate() -> None:
 
 # --- evaluate fraud (issue 3) ---
 
+@evaluate.command("fraud")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labelled transactions, CSV/CSV.gz/Parquet: the handbook's columns (TX_DATETIME, CUSTOMER_ID, "
+                   "TERMINAL_ID, TX_AMOUNT, TX_FRAUD) or Lepton's (ts, card, merchant, amount, label).")
+@click.option("--test-start", required=True, help="First test day (UTC date, e.g. 2018-08-08).")
+@click.option("--test-end", required=True, help="Last test day, inclusive.")
+@click.option("--label-delay-days", type=click.IntRange(0, 60), default=7, show_default=True,
+              help="Labels arrive this long after their transaction; the model learns only labels known "
+                   "before the test period.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (average_precision, auc_roc, card_precision_at_100, ...) on the last line.")
+@click.option("--scores-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write every test-period transaction with its scores (CSV, or Parquet by extension).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("reports") / "fraud", show_default=True,
+              help="Folder for metrics.json and the plots (precision-recall, score distribution, alerts per day).")
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: the chosen 12).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def evaluate_fraud_cmd(data: Path, test_start: str, test_end: str, label_delay_days: int, as_json: bool,
+                       scores_out: Path | None, report_dir: Path, epochs: int | None, seed: int) -> None:
+    """Stream the file in time order through the worker's feature, scoring and online-learning code, train on
+    the labels known before the test period, report AUC ROC, average precision and card precision@100."""
+    import json
+
+    from models.fraud.evaluate import evaluate_fraud
+
+    try:
+        out = evaluate_fraud(data, test_start, test_end, label_delay_days=label_delay_days, scores_out=scores_out,
+                             report_dir=report_dir, epochs=epochs, seed=seed, progress=True)
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc), "see `lepton evaluate fraud --help` for the columns it reads and the test period")
+    t = out["test"]
+    click.echo(f"fraud, test {t['start']}..{t['end']} ({t['filtered_transactions']:,} transactions, "
+               f"{t['filtered_frauds']} frauds after the handbook's filtering), label delay {label_delay_days} d")
+    for name, m in out["models"].items():
+        mark = " (served)" if name == out["served"] else ""
+        click.echo(f"  {name:<7} AP {m['average_precision']:.3f}  AUC ROC {m['auc_roc']:.3f}  "
+                   f"CP@100 {m['card_precision_at_100']:.3f}{mark}")
+    click.echo(f"report: {report_dir}/metrics.json" + (f"; scores: {scores_out}" if scores_out else ""))
+    if as_json:
+        click.echo(json.dumps(out, default=float))
+
 # --- evaluate sentiment (issue 4) ---
 
 @evaluate.command("sentiment")

@@ -54,3 +54,26 @@ def test_evaluation_on_a_slice_of_the_handbook_data(slice_file: Path, tmp_path: 
     written = pd.read_csv(scores)
     assert len(written) == test["transactions"] and int(written["in_test_set"].sum()) == test["filtered_transactions"]
     assert json.dumps(result)  # JSON-able as it is (``--json``)
+
+
+@pytest.mark.timeout(120)
+def test_lepton_evaluate_fraud_command(slice_file: Path, tmp_path: Path) -> None:
+    """`lepton evaluate fraud ... --json`: the figures on the last line, the report and the scores written."""
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    scores = tmp_path / "scores.csv"
+    result = CliRunner().invoke(main, ["evaluate", "fraud", "--data", str(slice_file), "--test-start", "2018-06-29",
+                                       "--test-end", "2018-07-05", "--label-delay-days", "7", "--json",
+                                       "--scores-out", str(scores), "--report", str(tmp_path / "report"),
+                                       "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output.strip().splitlines()[-1])
+    assert out["average_precision"] >= 0.4 and out["auc_roc"] >= 0.75, out["models"]
+    assert {"card_precision_at_100", "models", "test"} <= set(out)
+    assert "onnx" in result.output and "(served)" in result.output
+    assert scores.stat().st_size > 0 and (tmp_path / "report" / "metrics.json").is_file()
+    bad = CliRunner().invoke(main, ["evaluate", "fraud", "--data", str(slice_file), "--test-start", "2019-01-01",
+                                    "--test-end", "2019-01-07"])
+    assert bad.exit_code == 2 and "fix:" in bad.output
