@@ -139,10 +139,21 @@ def test_scores_one_escalation_and_corrections(deployment: Deployment) -> None:
     wait_for(worker.ready, 90, "the worker to be ready")
     chat = Chat()
     calm = {"vip": (CALM, 2), "billing": (CALM, 1), "shipping": (CALM, 1)}
+    alerts_reader = TopicReader(d.bootstrap, d.topic("alerts"), d.partitions)
+
+    def sentiment_alerts(state: str) -> list[dict] | None:
+        got = [a for a in alerts_reader.poll() if a["pipeline"] == "sentiment"]
+        return got if any(a.get("state") == state for a in got) else None
+
+    # Two phases, each sent once the worker has acted on the previous one: mood is checked at the end
+    # of each micro-batch, and under load one batch could hold a whole spell (raised and calm again).
     messages = chat.run(300, calm)
     messages += chat.run(90, {**calm, "vip": (ANGRY, 2)})
-    messages += chat.run(200, calm)
     send(d, messages)
+    wait_for(lambda: sentiment_alerts("raised"), 90, "the escalation to be raised")
+    calm_again = chat.run(200, calm)
+    send(d, calm_again)
+    messages += calm_again
 
     scores_reader = TopicReader(d.bootstrap, d.topic("sentiment-scores"), d.partitions)
     scores = scores_of(scores_reader, len(messages))
@@ -153,10 +164,7 @@ def test_scores_one_escalation_and_corrections(deployment: Deployment) -> None:
     right = sum(scores[i]["label"] == chat.truth[i] for i in scores) / len(scores)
     assert right > 0.9
 
-    alerts_reader = TopicReader(d.bootstrap, d.topic("alerts"), d.partitions)
-    alerts = wait_for(lambda: [a for a in alerts_reader.poll() if a["pipeline"] == "sentiment"]
-                      if any(a.get("state") == "cleared" for a in alerts_reader.poll()) else None,
-                      60, "the escalation to be raised and cleared")
+    alerts = wait_for(lambda: sentiment_alerts("cleared"), 90, "the escalation to be cleared")
     assert [(a["subject"], a["state"]) for a in alerts] == [("vip", "raised"), ("vip", "cleared")], alerts
     raised = alerts[0]
     assert "vip" in raised["reason"] and raised["details"]["channel"] == "vip"
