@@ -39,11 +39,11 @@ follow a partition; without one, equipment that moves calibrates afresh.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
+
+from models.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,7 @@ class CheckpointStore:
         return self.directory / (urllib.parse.quote(equipment_id, safe="") + SUFFIX)
 
     def write(self, equipment_id: str, data: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.path_of(equipment_id))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path_of(equipment_id), data, fsync=False)
 
     def read(self, equipment_id: str) -> bytes | None:
         try:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import os
 import pickle
 import time
 from collections import OrderedDict
@@ -42,6 +41,7 @@ from typing import Any, Sequence
 import faust
 import numpy as np
 
+from models.atomic import write_atomic
 from models.onnx_runtime import ModelCheckError, OnnxScorer
 from models.registry import ModelRegistry, RegistryError
 from models.sentiment import LABELS
@@ -590,13 +590,7 @@ class Checkpoints:
             return None
 
     def write(self, data: bytes) -> Path:
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.path)
-        return self.path
+        return write_atomic(self.path, data)
 
     def set_aside(self) -> Path:
         bad = self.path.with_suffix(f".bad-{int(time.time())}")

@@ -26,9 +26,7 @@ wrote (the worker's state dir), never bytes from an untrusted source.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..atomic import write_atomic
 from .config import AnomalyConfig
 from .detector import OnlineDetector
 from .features import Baseline
@@ -182,19 +181,7 @@ class AnomalyState:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a reader sees the old file or the new one, never half of one)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.to_bytes())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> AnomalyState:

@@ -35,15 +35,15 @@ True
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from river import compose, linear_model, metrics, optim, preprocessing
+
+from ..atomic import write_atomic
 
 CHECKPOINT_VERSION = 1
 
@@ -150,19 +150,8 @@ class OnlineFraudModel:
 
     def save(self, path: str | Path) -> Path:
         """Pickle the whole learner (weights, scaler, metrics, RNG) atomically to ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump({"version": CHECKPOINT_VERSION, "model": self}, f, protocol=pickle.HIGHEST_PROTOCOL)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        data = pickle.dumps({"version": CHECKPOINT_VERSION, "model": self}, protocol=pickle.HIGHEST_PROTOCOL)
+        return write_atomic(path, data)
 
     @classmethod
     def load(cls, path: str | Path) -> OnlineFraudModel:

@@ -31,6 +31,7 @@ from typing import Any
 
 from river import linear_model, metrics, optim, utils
 
+from ..atomic import write_atomic
 from . import LABELS
 from .text import token_lists
 
@@ -112,9 +113,7 @@ class OnlineSentiment:
 
     def save(self, path: Path) -> None:
         """Checkpoint (pickle: River models are plain Python objects)."""
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
-        tmp.replace(path)
+        write_atomic(path, pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
 
     @classmethod
     def load(cls, path: Path) -> "OnlineSentiment":
