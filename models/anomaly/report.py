@@ -8,7 +8,6 @@ anomaly is visible at a glance.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..report import start_report
 from .data import Series
 
 OVERVIEW_MAX = 48  # runs drawn in overview.png (all of them get their own file)
@@ -49,16 +49,7 @@ def _draw(ax: Any, s: Series, r: dict[str, Any], cut: int, *, small: bool = Fals
 def write_report(out_dir: Path, metrics: dict[str, Any], series: Sequence[Series],
                  streamed: dict[str, dict[str, Any]], n_train: dict[str, int]) -> list[Path]:
     """Write the report into ``out_dir``; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    path = out_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2, default=float))
-    written.append(path)
+    plt, written = start_report(out_dir, metrics)
     runs_dir = out_dir / "runs"
     runs_dir.mkdir(exist_ok=True)
     per_run = metrics.get("runs", {})

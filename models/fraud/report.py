@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..report import start_report
 
 
 def _pr_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,16 +27,7 @@ def write_report(out_dir: Path, metrics: dict[str, Any], *, y: np.ndarray, score
                  period_day: np.ndarray, period_y: np.ndarray, period_score: np.ndarray,
                  threshold: float) -> list[Path]:
     """Write the report into ``out_dir``; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    path = out_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2, default=float))
-    written.append(path)
+    plt, written = start_report(out_dir, metrics)
     y = np.asarray(y, dtype=bool)
     served = metrics.get("served", "onnx")
 

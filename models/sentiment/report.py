@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
+from ..report import start_report
 from . import LABELS
 
 
 def write_report(out_dir: Path, result: dict[str, Any]) -> list[Path]:
     """Write the report files into ``out_dir``; returns them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(result, indent=2, default=float))
+    plt, (metrics_path,) = start_report(out_dir, result)
 
     confusion = np.asarray(result["confusion"], dtype=np.float64)
     share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
