@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
 
 from streams.settings import Settings
 
-from support import Deployment
-
-_prefixes = itertools.count()
+from support import isolated_deployment
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +24,5 @@ def fraud_model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def deployment(broker: str, fraud_model_home: Path, request: pytest.FixtureRequest):
     """An isolated deployment (own topic prefix and consumer group); its workers stop at the end."""
-    from connectors.admin import ensure_topics
-
-    prefix = f"t{next(_prefixes)}-{request.node.name[:20]}."
-    d = Deployment(broker, fraud_model_home, prefix)
-    ensure_topics(broker, Settings(topic_prefix=prefix).topics.all(), d.partitions)
-    yield d
-    for w in d.workers:
-        w.stop()
+    with isolated_deployment(broker, fraud_model_home, request.node.name) as d:
+        yield d

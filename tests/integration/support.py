@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import signal
@@ -12,7 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -165,3 +167,22 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+_deployments = itertools.count()
+
+
+@contextlib.contextmanager
+def isolated_deployment(broker: str, home: Path, tag: str) -> Iterator[Deployment]:
+    """A deployment with its own topic prefix and consumer group (topics created); its workers stop at the end."""
+    from connectors.admin import ensure_topics
+    from streams.settings import Settings
+
+    prefix = f"d{next(_deployments)}-{tag[:20]}."
+    d = Deployment(broker, home, prefix)
+    ensure_topics(broker, Settings(topic_prefix=prefix).topics.all(), d.partitions)
+    try:
+        yield d
+    finally:
+        for w in d.workers:
+            w.stop()

@@ -18,7 +18,7 @@ import pytest
 
 from streams.settings import Settings
 
-from support import Deployment, TopicReader, wait_for
+from support import Deployment, TopicReader, wait_for, isolated_deployment
 
 SENSORS = ["accel1_rms", "accel2_rms", "current", "pressure", "temperature", "thermocouple", "voltage", "flow_rate"]
 LEVELS = np.array([0.2, 0.27, 2.0, 0.3, 79.5, 26.0, 233.0, 32.0])
@@ -40,14 +40,8 @@ def anomaly_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def deployment(broker: str, anomaly_home: Path, request: pytest.FixtureRequest):
-    from connectors.admin import ensure_topics
-
-    prefix = f"an-{request.node.name[:24]}."
-    d = Deployment(broker, anomaly_home, prefix)
-    ensure_topics(broker, Settings(topic_prefix=prefix).topics.all(), d.partitions)
-    yield d
-    for w in d.workers:
-        w.stop()
+    with isolated_deployment(broker, anomaly_home, f"an-{request.node.name}") as d:
+        yield d
 
 
 def frames(equipment: str, start: int, n: int, t0: float, rng: np.random.Generator,

@@ -11,7 +11,6 @@ channel baselines, the kept texts and its online model.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import time
@@ -22,11 +21,10 @@ import pytest
 from connectors.generators import ChatGenerator
 from streams.settings import Settings
 
-from support import Deployment, TopicReader, wait_for
+from support import Deployment, TopicReader, wait_for, isolated_deployment
 
 pytestmark = pytest.mark.integration
 
-_prefixes = itertools.count()
 LABELS = ("negative", "neutral", "positive")
 CALM = ("neutral", "positive", "negative", "neutral", "positive")  # 20 % negative
 ANGRY = ("negative", "negative", "negative", "negative", "neutral")  # 80 % negative
@@ -62,16 +60,10 @@ def deployment(broker: str, sentiment_home: Path, tmp_path: Path, request: pytes
     """An isolated deployment (own prefix, group, and home: the model is copied, state starts empty)."""
     import shutil
 
-    from connectors.admin import ensure_topics
-
     home = tmp_path / "home"
     shutil.copytree(sentiment_home, home)
-    prefix = f"s{next(_prefixes)}-{request.node.name[:16]}."
-    d = Deployment(broker, home, prefix)
-    ensure_topics(broker, Settings(topic_prefix=prefix).topics.all(), d.partitions)
-    yield d
-    for w in d.workers:
-        w.stop()
+    with isolated_deployment(broker, home, f"s-{request.node.name}") as d:
+        yield d
 
 
 class Chat:
