@@ -134,17 +134,83 @@ class OnlineFraudModel:
         ys = np.asarray(y, dtype=bool)
         if scores is not None:
             self.quality.update(ys, scores)
-        names = self.features
-        learn_one = self.model.learn_one
-        rate = self.negative_rate
+        # The same draws as ``yy or rand() < rate`` row by row: one draw per legitimate label, in order.
         rand = self._rng.random
-        done = 0
-        for row, yy in zip(X.tolist(), ys.tolist()):
-            if yy or rand() < rate:
-                learn_one(dict(zip(names, row)), yy)
-                done += 1
-        self.updates += done
-        return done
+        rate = self.negative_rate
+        take = ys.copy()
+        neg = np.flatnonzero(~ys)
+        take[neg] = np.fromiter((rand() for _ in range(len(neg))), np.float64, len(neg)) < rate
+        rows = np.flatnonzero(take)
+        if len(rows):
+            if self._fast_path():
+                self._learn_rows(X[rows], ys[rows])
+            else:
+                names, learn_one = self.features, self.model.learn_one
+                for row, yy in zip(X[rows].tolist(), ys[rows].tolist()):
+                    learn_one(dict(zip(names, row)), yy)
+        self.updates += len(rows)
+        return len(rows)
+
+    def _fast_path(self) -> bool:
+        """True when :meth:`_learn_rows` reproduces River's ``learn_one`` for this pipeline."""
+        scaler, lin = self._scaler, self._linear
+        return (scaler.with_std and scaler.window_size is None and lin.l1 == 0.0
+                and type(lin.optimizer) is optim.SGD and type(lin.loss) is optim.losses.Log
+                and type(lin.optimizer.lr) is optim.schedulers.Constant
+                and type(lin.intercept_lr) is optim.schedulers.Constant
+                and type(lin.initializer) is optim.initializers.Zeros)
+
+    def _learn_rows(self, X: np.ndarray, y: np.ndarray) -> None:
+        """River's ``model.learn_one`` on each row in turn, on numpy vectors (about 10x cheaper).
+
+        The same updates in the same order: the scaler's running mean and
+        variance (Welford, the row included), the row scaled by them, one SGD
+        step of the logistic regression (intercept, then weights). Equal to
+        River's to float rounding (only the dot product sums in another order;
+        tested); the River objects are updated at the end, so scoring,
+        ``predict_proba_one`` and checkpoints are unchanged.
+        """
+        scaler, lin = self._scaler, self._linear
+        names = self.features
+        count = np.array([scaler.counts[f] for f in names], dtype=np.float64)
+        mean = np.array([scaler.means[f] for f in names], dtype=np.float64)
+        var = np.array([scaler.vars[f] for f in names], dtype=np.float64)
+        w = np.array([lin._weights.get(f, 0.0) for f in names], dtype=np.float64)
+        b = float(lin.intercept)
+        lr, ilr = float(lin.optimizer.lr.learning_rate), float(lin.intercept_lr.learning_rate)
+        l2, clip = lin.l2, lin.clip_gradient
+        pos, neg = lin.loss.weight_pos, lin.loss.weight_neg
+        xs = np.empty_like(mean)
+        exp = math.exp
+        for x, yy in zip(X, y.tolist()):
+            count += 1.0
+            d = x - mean
+            mean += d / count
+            var += (d * (x - mean) - var) / count
+            xs.fill(0.0)
+            np.divide(x - mean, np.sqrt(var), out=xs, where=var != 0.0)
+            sign, weight = (1, pos) if yy else (-1, neg)
+            z = (float(w @ xs) + b) * sign
+            if z > 18.0:
+                g = weight * exp(-z) * -sign
+            elif z < -18.0:
+                g = weight * -sign
+            else:
+                g = weight * -sign / (exp(z) + 1.0)
+            g = max(min(float(g), clip), -clip)
+            b -= ilr * g
+            grad = g * xs
+            if l2:
+                grad += l2 * w
+            w -= lr * grad
+        n = len(y)
+        for j, f in enumerate(names):
+            scaler.counts[f] = int(count[j])
+            scaler.means[f] = float(mean[j])
+            scaler.vars[f] = float(var[j])
+            lin._weights[f] = float(w[j])
+        lin.intercept = b
+        lin.optimizer.n_iterations += n
 
     # --- checkpoints -----------------------------------------------------------------------
 

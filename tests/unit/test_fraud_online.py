@@ -75,3 +75,32 @@ def test_prequential_is_nan_until_both_classes_are_seen() -> None:
     assert math.isnan(q.get()["roc_auc"])
     q.update([True, False], [0.9, 0.3])
     assert q.get()["roc_auc"] == 1.0 and q.get()["labels"] == 4
+
+
+def test_numpy_learning_is_rivers_learn_one() -> None:
+    """The fast update path makes River's own updates (scaler, then one SGD step), row by row."""
+    rng = np.random.default_rng(3)
+    names = ["a", "b", "constant", "d"]
+    X = rng.normal(size=(3000, 4)) * [1.0, 50.0, 0.0, 1e-3] + [0.0, 10.0, 7.0, 0.0]
+    y = X[:, 0] + rng.normal(size=3000) > 1.5
+    fast = OnlineFraudModel(names, negative_rate=0.5, seed=2)
+    river = pickle.loads(pickle.dumps(fast))
+    assert fast._fast_path()
+    for a in range(0, 3000, 700):  # several calls: state carried over through the River objects
+        fast.learn(X[a:a + 700], y[a:a + 700])
+        rand, rate = river._rng.random, river.negative_rate
+        for row, yy in zip(X[a:a + 700].tolist(), y[a:a + 700].tolist()):
+            if yy or rand() < rate:
+                river.model.learn_one(dict(zip(names, row)), yy)
+                river.updates += 1
+    assert fast.updates == river.updates > 1000
+    fs, rs = fast.model.steps["StandardScaler"], river.model.steps["StandardScaler"]
+    fl, rl = fast.model.steps["LogisticRegression"], river.model.steps["LogisticRegression"]
+    assert dict(fs.counts) == dict(rs.counts)
+    for f in names:
+        assert fs.means[f] == pytest.approx(rs.means[f], rel=1e-12, abs=1e-12)
+        assert fs.vars[f] == pytest.approx(rs.vars[f], rel=1e-12, abs=1e-12)
+        assert fl._weights.get(f, 0.0) == pytest.approx(rl._weights.get(f, 0.0), rel=1e-9, abs=1e-12)
+    assert fl.intercept == pytest.approx(rl.intercept, rel=1e-9)
+    assert fl.optimizer.n_iterations == rl.optimizer.n_iterations
+    np.testing.assert_allclose(fast.score(X), river.score(X), rtol=1e-9)
