@@ -68,6 +68,7 @@ SWEEP_BUDGET = 128  # card keys checked for expiry per batch (log records: one p
 _TS = struct.Struct("<d")  # a logged record starts with its transaction time
 MERGED_MAX = 500_000  # merged terminal states cached (about 300 bytes each)
 EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
+QUALITY_EVERY_S = 1.0  # rolling AUCs (a pass over a 20,000-label window each) exported at most this often
 
 
 def parse_label(raw: bytes | None) -> tuple[str, bool]:
@@ -130,6 +131,14 @@ class _SubKeys(MutableMapping[str, bytes]):
     def get(self, key: str, default: Any = None) -> Any:
         return self.table.get(key + self.suffix, default)
 
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        suffix = self.suffix
+        return self.table.get_many([key + suffix for key in keys])
+
+    def update_many(self, items: Mapping[str, bytes]) -> None:
+        suffix = self.suffix
+        self.table.update_many({key + suffix: value for key, value in items.items()})
+
     def __setitem__(self, key: str, value: bytes) -> None:
         self.table[key + self.suffix] = value
 
@@ -172,6 +181,8 @@ class FraudPipeline(Pipeline):
         self.champion_quality = Prequential()
         debounce = self.settings.fraud_drift_debounce_s
         self.drift = {s: DebouncedDrift(s, debounce) for s in ("error", "score")}
+        self._quality_at = 0.0  # monotonic time of the last full export
+        self._quality_stale = False  # labels learnt since then
         self.export_quality()
 
     # --- models ---------------------------------------------------------------------------------
@@ -206,11 +217,23 @@ class FraudPipeline(Pipeline):
     def save_online(self) -> Path:
         return self.online.save(self.checkpoint_path)
 
-    def export_quality(self) -> None:
+    def export_quality(self, force: bool = True) -> None:
+        """Prequential gauges. Label counts every time; the AUCs, which cost a pass over their
+        window, unless ``force`` at most every ``QUALITY_EVERY_S`` (a timer exports the rest)."""
         gauge = metrics.PREQUENTIAL
+        now = time.monotonic()
+        full = force or now - self._quality_at >= QUALITY_EVERY_S
         for learner, quality in (("online", self.online.quality), ("champion", self.champion_quality)):
-            for metric, value in quality.get().items():
+            if full:
+                values = quality.get()
+            else:
+                values = {"labels": float(quality.labels), "positives": float(quality.positives)}
+            for metric, value in values.items():
                 gauge.labels(self.name, learner, metric).set(value)
+        if full:
+            self._quality_at, self._quality_stale = now, False
+        else:
+            self._quality_stale = True
 
     # --- transactions ---------------------------------------------------------------------------
 
@@ -261,8 +284,7 @@ class FraudPipeline(Pipeline):
         if fresh_from < n:
             records = logged.pack(ts[fresh_from:], cards[fresh_from:], merchants[fresh_from:], X[fresh_from:],
                                   probability[fresh_from:], online_scores[fresh_from:])
-            for e, rec in zip(events[fresh_from:], records):
-                self.scored[e.id] = rec
+            self.scored.update_many({e.id: rec for e, rec in zip(events[fresh_from:], records)})
 
         threshold = meta.threshold
         flagged = np.flatnonzero(probability >= threshold)
@@ -384,22 +406,24 @@ class FraudPipeline(Pipeline):
         ys: list[bool] = []
         recs: list[bytes] = []
         missing = invalid = 0
-        scored = self.scored
+        parsed: list[tuple[str, bool]] = []
         for raw in raws:
             try:
-                tx_id, y = parse_label(raw)
+                parsed.append(parse_label(raw))
             except InvalidRecord as exc:
                 invalid += 1
                 log.debug("fraud: bad label dropped (%s)", exc)
-                continue
-            rec = scored.get(tx_id)
-            if rec is None:  # expired, never scored here, or already applied (a re-delivered label)
+        taken: set[str] = set()
+        for (tx_id, y), rec in zip(parsed, self.scored.get_many([tx_id for tx_id, _ in parsed])):
+            # None: expired, never scored here, or already applied (a re-delivered label)
+            if rec is None or tx_id in taken:
                 missing += 1
                 continue
-            del scored[tx_id]  # a label applies once
+            taken.add(tx_id)
             ids.append(tx_id)
             ys.append(y)
             recs.append(rec)
+        self.scored.update_many(dict.fromkeys(ids))  # deleted: a label applies once
         if missing:
             self._labels["missing"].inc(missing)
         if invalid:
@@ -421,7 +445,7 @@ class FraudPipeline(Pipeline):
             learnt = self.online.learn(rec.X, y, rec.online_score if known.all() else None)
             self._online_updates.inc(learnt)
             self.champion_quality.update(y, rec.score)
-            self.export_quality()
+            self.export_quality(force=False)
             errors = np.abs(y.astype(np.float64) - rec.score.astype(np.float64))
             if self.drift["error"].update(errors.tolist(), clock):
                 outputs.append(self._drift_alert("error", clock, self.slot.version))
@@ -506,6 +530,12 @@ class FraudPipeline(Pipeline):
                 self.save_online()  # on the loop (a few ms): labels are learnt there too, never mid-pickle
 
         app.timer(self.settings.fraud_checkpoint_s)(fraud_checkpoint)
+
+        async def fraud_quality() -> None:
+            if self._quality_stale:
+                self.export_quality()
+
+        app.timer(QUALITY_EVERY_S)(fraud_quality)
 
         async def final_checkpoint(sender: Any = None, **_: Any) -> None:
             path = self.save_online()

@@ -143,9 +143,13 @@ class _Store:
 
     def gather(self, states: Mapping[str, State], keys: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(headers (m, h), buckets (rows, w), bucket key index)``; buckets sorted by (key, day)."""
-        get = states.get
         empty = self.empty
-        vals = [get(key, empty) for key in keys]
+        get_many = getattr(states, "get_many", None)  # a table's bulk read (None: absent)
+        if get_many is not None:
+            vals = [empty if v is None else v for v in get_many(keys)]
+        else:
+            get = states.get
+            vals = [get(key, empty) for key in keys]
         m = len(vals)
         if self.json:
             lens = np.fromiter(map(len, vals), np.int64, m)
@@ -177,12 +181,16 @@ class _Store:
         out[~is_header] = buckets.ravel()
         if self.json:
             flat = out.tolist()
-            for key, a, b in zip(keys, starts.tolist(), ends.tolist()):
-                states[key] = flat[a:b]
+            values = [flat[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
         else:
             buf = out.tobytes()
-            for key, a, b in zip(keys, (starts * 8).tolist(), (ends * 8).tolist()):
-                states[key] = buf[a:b]
+            values = [buf[a:b] for a, b in zip((starts * 8).tolist(), (ends * 8).tolist())]
+        update_many = getattr(states, "update_many", None)  # a table's bulk write
+        if update_many is not None:
+            update_many(dict(zip(keys, values)))
+        else:
+            for key, value in zip(keys, values):
+                states[key] = value
 
 
 def _sum_buckets(rows: np.ndarray, key: np.ndarray, comp: np.ndarray,
@@ -204,6 +212,58 @@ def _sum_buckets(rows: np.ndarray, key: np.ndarray, comp: np.ndarray,
     summed = np.add.reduceat(rows, starts, axis=0)
     summed[:, 0] = rows[ends, 0]
     return summed, key[ends]
+
+
+def _append_days(old: np.ndarray, old_key: np.ndarray, comp_old: np.ndarray, tx_rows: np.ndarray,
+                 key: np.ndarray, comp: np.ndarray, first: np.ndarray, oldest_day: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Stored buckets (sorted by ``comp_old``) and a batch's transaction rows (sorted by ``comp``,
+    ``first``: each key's first row; every key 0..m-1 has one) summed per (key, day), days before
+    ``oldest_day[key]`` dropped: ``(buckets, key of each)``, sorted by (key, day).
+
+    Events come in time order, so a key's transactions are on or after its latest bucket's day:
+    its kept buckets are a run of the stored ones, the latest one maybe topped up, then the new
+    days. That is index arithmetic on runs already sorted; a batch with an older day (late
+    events) or spanning more than the kept days takes the general merge.
+    """
+    m = len(oldest_day)
+    n_old = np.bincount(old_key, minlength=m)
+    old_end = np.cumsum(n_old)
+    has_old = n_old > 0
+    latest = np.full(m, -np.inf)
+    latest[has_old] = old[old_end[has_old] - 1, 0]
+    first_day = tx_rows[first, 0]
+    if not (np.all(first_day >= latest) and np.all(first_day >= oldest_day)):
+        rows = np.concatenate([old, tx_rows])
+        keys = np.concatenate([old_key, key])
+        comps = np.concatenate([comp_old, comp])
+        seq = np.argsort(comps, kind="stable")
+        return _sum_buckets(rows[seq], keys[seq], comps[seq], oldest_day)
+    # The batch's days: one row per (key, day).
+    day_end = np.empty(len(comp), dtype=bool)
+    day_end[-1] = True
+    np.not_equal(comp[1:], comp[:-1], out=day_end[:-1])
+    ends = np.flatnonzero(day_end)
+    starts = np.r_[0, ends[:-1] + 1]
+    new = np.add.reduceat(tx_rows, starts, axis=0)
+    new[:, 0] = tx_rows[ends, 0]
+    new_key = key[ends]
+    n_new = np.bincount(new_key, minlength=m)
+    new_start = np.cumsum(n_new) - n_new
+    # A key whose first new day is its latest stored day: that bucket is added to the new one.
+    topped = first_day == latest
+    new[new_start[topped]] += old[old_end[topped] - 1] * [0.0, 1.0, 1.0, 1.0]
+    keep_from = np.searchsorted(comp_old, np.arange(m) * _BIG + oldest_day, side="left")
+    n_keep = old_end - topped - keep_from
+    count = n_keep + n_new
+    out_start = np.cumsum(count) - count
+    # Each key: its kept stored run, then its new days; gathered from [old; new] in one indexing.
+    seg_src = np.column_stack([keep_from, len(old) + new_start]).ravel()
+    seg_len = np.column_stack([n_keep, n_new]).ravel()
+    seg_out = np.column_stack([out_start, out_start + n_keep]).ravel()
+    total = int(count.sum())
+    idx = np.repeat(seg_src - seg_out, seg_len) + np.arange(total)
+    return np.concatenate([old, new])[idx], np.repeat(np.arange(m), count)
 
 
 class FeatureEngine:
@@ -273,28 +333,28 @@ class FeatureEngine:
         headers, old, old_key = self._cards.gather(states, keys)
         last, fraud = headers[:, 0], headers[:, 1]
 
-        # The batch sorted by (card, time), then merged after each card's buckets: one sequence of
-        # rows (a bucket or a transaction) sorted by (card, day), buckets before the day's transactions.
+        # The batch sorted by (card, time), hence by (card, day) like the stored buckets. A window is
+        # the card's stored buckets in it plus its batch transactions up to this one (ties in input
+        # order): two prefix sums over runs already sorted, no merge.
         time_order = np.arange(len(ts)) if np.all(ts[1:] >= ts[:-1]) else np.argsort(ts, kind="stable")
         order = time_order[np.argsort(codes[time_order], kind="stable")]
         k, t, d, fr, a = codes[order], ts[order], day[order], frac[order], amount[order]
         tx_rows = np.column_stack([d.astype(np.float64), np.ones_like(a), a, a * a])
-        rows = np.concatenate([old, tx_rows])
-        key_all = np.concatenate([old_key, k])
-        comp_all = key_all * _BIG + rows[:, 0].astype(np.int64)
-        seq = np.argsort(comp_all, kind="stable")  # two sorted runs: a merge
-        rows, comp_all, key_all = rows[seq], comp_all[seq], key_all[seq]
-        pos = np.empty(len(seq), dtype=np.int64)
-        pos[seq] = np.arange(len(seq))
-        here = pos[len(old):] + 1  # prefix index just after each transaction (its card's earlier rows included)
-        prefix = np.zeros((len(rows) + 1, 3))
-        np.cumsum(rows[:, 1:], axis=0, out=prefix[1:])
         comp = k * _BIG + d
+        comp_old = old_key * _BIG + old[:, 0].astype(np.int64)
+        p_old = np.zeros((len(old) + 1, 3))
+        np.cumsum(old[:, 1:], axis=0, out=p_old[1:])
+        p_new = np.zeros((len(k) + 1, 3))
+        np.cumsum(tx_rows[:, 1:], axis=0, out=p_new[1:])
+        upto = p_old[np.searchsorted(comp_old, comp, side="right")] + p_new[1:]
+        edge = (1.0 - fr)[:, None]
         win: dict[int, np.ndarray] = {}  # w -> (n, 3): count, sum, sum of squares over the window
         for w in (*CARD_WINDOWS, OLD_DAYS):
-            a_pos = np.searchsorted(comp_all, comp - w, side="right")
-            b_pos = np.searchsorted(comp_all, comp - w - 1, side="right")
-            win[w] = prefix[here] - prefix[a_pos] + (1.0 - fr)[:, None] * (prefix[a_pos] - prefix[b_pos])
+            a_old = p_old[np.searchsorted(comp_old, comp - w, side="right")]
+            b_old = p_old[np.searchsorted(comp_old, comp - w - 1, side="right")]
+            a_new = p_new[np.searchsorted(comp, comp - w, side="right")]
+            b_new = p_new[np.searchsorted(comp, comp - w - 1, side="right")]
+            win[w] = upto - a_old - a_new + edge * (a_old - b_old + a_new - b_new)
 
         out = order  # the columns below are in (card, time) order
         for w in CARD_WINDOWS:
@@ -324,10 +384,11 @@ class FeatureEngine:
         f = fraud[k]
         X[out, _COL["card_fraud_age"]] = np.where(f > 0.0, np.clip((t - f) / DAY, 0.0, AGE_CAP_DAYS), AGE_CAP_DAYS)
 
-        # Write each card once: the same sequence summed per (card, day), days before its day - 30 dropped.
+        # Write each card once: its buckets and its transactions summed per day, days before its day - 30 dropped.
         key_last = np.r_[np.flatnonzero(np.diff(k)), len(k) - 1]  # last row of each card (codes 0..m-1)
         headers[:, 0] = np.maximum(last, t[key_last])
-        buckets, bucket_key = _sum_buckets(rows, key_all, comp_all, d[key_last] - CARD_KEEP_DAYS)
+        oldest = d[key_last] - CARD_KEEP_DAYS
+        buckets, bucket_key = _append_days(old, old_key, comp_old, tx_rows, k, comp, first, oldest)
         self._cards.write(states, keys, headers, buckets, bucket_key)
 
     def _terminal(self, X: np.ndarray, ts: np.ndarray, day: np.ndarray, frac: np.ndarray,

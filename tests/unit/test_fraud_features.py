@@ -293,3 +293,67 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="whole number"):
         FeatureEngine(1.5)  # type: ignore[arg-type]
     assert eng.transform([], [], [], [], {}, {}).shape == (0, len(FEATURES))
+
+
+def _replay_with_label_points(df: pd.DataFrame, sizes: np.ndarray, label_every: int = 500) -> np.ndarray:
+    """Features with labels applied every ``label_every`` rows (the same points whatever the batches)."""
+    eng = FeatureEngine(DELAY)
+    cards: dict = {}
+    terms: dict = {}
+    ts, amount, y = df["ts"].to_numpy(), df["amount"].to_numpy(), df["label"].to_numpy()
+    card, term = df["card"].tolist(), df["merchant"].tolist()
+    X = np.empty((len(df), len(FEATURES)), dtype=np.float32)
+    labelled = 0
+    cuts = np.unique(np.r_[np.cumsum(sizes), np.arange(0, len(df), label_every), len(df)].clip(0, len(df)))
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        if a % label_every == 0:
+            upto = int(np.searchsorted(ts + DELAY * DAY, ts[a], side="right"))
+            if upto > labelled:
+                eng.apply_labels(cards, terms, card[labelled:upto], term[labelled:upto], ts[labelled:upto],
+                                 y[labelled:upto], label_ts=ts[a])
+                labelled = upto
+        X[a:b] = eng.transform(ts[a:b], card[a:b], term[a:b], amount[a:b], cards, terms)
+    return X
+
+
+def test_batched_path_equals_the_per_event_path(small) -> None:
+    """One transaction per call, random micro-batches and whole 500-row batches give the same features."""
+    df = small.iloc[:4000]
+    one = _replay_with_label_points(df, np.ones(len(df), dtype=int))
+    rng = np.random.default_rng(4)
+    for sizes in (rng.integers(1, 300, size=len(df)), np.full(len(df), 500)):
+        np.testing.assert_allclose(_replay_with_label_points(df, sizes), one, rtol=1e-6, atol=1e-6)
+    assert (one[:, FEATURES.index("card_count_30d")] > 5).sum() > 100  # windows were filled
+
+
+def test_bucket_append_equals_the_general_merge() -> None:
+    """The in-order fast path of the card write gives the buckets of the general (sorting) merge,
+    and late events or long batches take the general merge."""
+    from models.fraud.features import _BIG, _append_days, _sum_buckets
+
+    rng = np.random.default_rng(9)
+    for trial in range(200):
+        m = int(rng.integers(1, 8))
+        n_old = rng.integers(0, 6, size=m)
+        old_key = np.repeat(np.arange(m), n_old)
+        base = rng.integers(100, 140, size=m)
+        old_days = np.concatenate([np.sort(rng.choice(np.arange(b - 40, b + 1), size=c, replace=False))
+                                   for b, c in zip(base, n_old)]) if n_old.sum() else np.zeros(0)
+        old = np.column_stack([old_days, rng.integers(1, 4, size=len(old_days)),
+                               rng.random(len(old_days)) * 100, rng.random(len(old_days)) * 1e4]).astype(float)
+        n_tx = rng.integers(1, 5, size=m)
+        key = np.repeat(np.arange(m), n_tx)
+        late = trial % 3 == 0  # some keys get a transaction before their latest bucket, or far after it
+        step = rng.integers(-3 if late else 0, 45 if late else 2, size=len(key))
+        day = np.concatenate([np.sort(b + s) for b, s in zip(base, np.split(step, np.cumsum(n_tx)[:-1]))])
+        a = rng.random(len(key)) * 50
+        tx_rows = np.column_stack([day.astype(float), np.ones_like(a), a, a * a])
+        comp_old, comp = old_key * _BIG + old[:, 0].astype(np.int64), key * _BIG + day
+        first = np.r_[True, key[1:] != key[:-1]]
+        oldest = day[np.r_[np.flatnonzero(np.diff(key)), len(key) - 1]] - 30
+        got, got_key = _append_days(old, old_key, comp_old, tx_rows, key, comp, first, oldest)
+        rows, keys, comps = (np.concatenate(p) for p in ((old, tx_rows), (old_key, key), (comp_old, comp)))
+        seq = np.argsort(comps, kind="stable")
+        want, want_key = _sum_buckets(rows[seq], keys[seq], comps[seq], oldest)
+        np.testing.assert_array_equal(got_key, want_key)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
