@@ -20,7 +20,10 @@ How a batch travels, and why offsets stay correct
    returns (see :mod:`.emit`), so an offset is committed only after the outputs
    of its batch exist: at-least-once.
 
-Rebalances: Faust clears stream queues, which may cancel the conductor's
+Rebalances: while one is in progress (table recovery included) only
+changelog records are fetched (see :meth:`BatchConsumer._getmany`): a stream
+record delivered before Faust's final resume would be cleared from its queue
+and lost to the commit. Faust clears stream queues, which may cancel the conductor's
 blocked ``put`` of a batch. That cancellation must not escape the fetch loop
 (Faust's fetcher would crash the worker), so it is treated as a dropped batch:
 it was never acked, and Faust seeks back to the committed offset. Acks from a
@@ -107,6 +110,26 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return names
 
     # -- fetching ---------------------------------------------------------------
+    async def _getmany(self, active_partitions: Optional[Set[TP]], timeout: float) -> Any:
+        """Faust's fetch, taking only changelog records while a rebalance is in progress.
+
+        Faust resumes the stream partitions (and seeks them to the committed
+        offsets) *before* its last ``flow_control.resume()`` of a rebalance,
+        which empties every stream queue. When table recovery has already
+        resumed the flow, the fetcher delivers stream records in that window:
+        they are cleared from the queue, never acked, never fetched again
+        (the read offset has passed them), and nothing after them is ever
+        committed. Left in aiokafka's buffer instead, they are delivered once
+        the rebalance has ended (``app.rebalancing`` turns false after that
+        last resume), from the position of the final seek.
+        """
+        if active_partitions is not None and self.app.rebalancing:
+            active_partitions = {tp for tp in active_partitions if self._is_changelog_tp(tp)}
+            if not active_partitions:  # aiokafka reads an empty set as "every partition"
+                await asyncio.sleep(0.05)
+                return {}
+        return await super()._getmany(active_partitions, timeout)
+
     async def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
         records, active_partitions = await self._wait_next_records(timeout)
         generation_id = self.app.consumer_generation_id

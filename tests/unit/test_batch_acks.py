@@ -67,3 +67,27 @@ def test_acks_from_a_previous_generation_are_ignored(consumer) -> None:
     m.generation_id = -1  # the partition was re-assigned since: it will be re-read
     consumer.ack_batch(m)
     assert consumer._new_offset(TP0) is None
+
+
+def test_only_changelogs_are_fetched_while_rebalancing(consumer) -> None:
+    """A stream record fetched before Faust's last resume of a rebalance would be cleared from its
+    queue unacked, and the partition would never commit again (the SIGKILL-restart stall)."""
+    import asyncio
+
+    app = consumer.app
+    app.Table("cards", partitions=1)
+    changelog = TP(app.tables["cards"].changelog_topic.get_topic_name(), 0)
+    asked: list[set | None] = []
+
+    async def getmany(active_partitions, timeout):  # the aiokafka thread's fetch: record what is asked
+        asked.append(set(active_partitions))
+        return {}
+
+    consumer._thread = SimpleNamespace(getmany=getmany)
+    both = {TP0, changelog}
+    app.rebalancing = True
+    asyncio.run(consumer._getmany(active_partitions=both, timeout=0))
+    asyncio.run(consumer._getmany(active_partitions={TP0}, timeout=0))  # nothing to fetch: no call
+    app.rebalancing = False
+    asyncio.run(consumer._getmany(active_partitions=both, timeout=0))
+    assert asked == [{changelog}, both]
