@@ -68,7 +68,7 @@ SWEEP_BUDGET = 128  # card keys checked for expiry per batch (log records: one p
 _TS = struct.Struct("<d")  # a logged record starts with its transaction time
 MERGED_MAX = 500_000  # merged terminal states cached (about 300 bytes each)
 EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
-QUALITY_EVERY_S = 1.0  # rolling AUCs (a pass over a 20,000-label window each) exported at most this often
+QUALITY_EVERY_S = 5.0  # rolling AUCs (a pass over a 20,000-label window each) exported at most this often
 
 
 def parse_label(raw: bytes | None) -> tuple[str, bool]:
@@ -122,8 +122,10 @@ class _ReadThrough(MutableMapping[str, bytes]):
 class _SubKeys(MutableMapping[str, bytes]):
     """``terminal -> state`` over the table's ``terminal\\x1f<partition>`` keys of one partition."""
 
-    def __init__(self, table: MutableMapping[str, bytes], partition: int) -> None:
+    def __init__(self, table: MutableMapping[str, bytes], partition: int,
+                 cache: dict[str, dict[int, bytes]] | None = None) -> None:
         self.table, self.suffix = table, f"{SUB}{partition}"
+        self.partition, self.cache = partition, cache if cache is not None else {}
 
     def __getitem__(self, key: str) -> bytes:
         return self.table[key + self.suffix]
@@ -136,14 +138,18 @@ class _SubKeys(MutableMapping[str, bytes]):
         return self.table.get_many([key + suffix for key in keys])
 
     def update_many(self, items: Mapping[str, bytes]) -> None:
-        suffix = self.suffix
+        suffix, cache, partition = self.suffix, self.cache, self.partition
         self.table.update_many({key + suffix: value for key, value in items.items()})
+        for key, value in items.items():
+            if (subs := cache.get(key)) is not None:
+                subs[partition] = value
 
     def __setitem__(self, key: str, value: bytes) -> None:
-        self.table[key + self.suffix] = value
+        self.update_many({key: value})
 
     def __delitem__(self, key: str) -> None:
         del self.table[key + self.suffix]
+        self.cache.pop(key, None)
 
     def __iter__(self) -> Iterator[str]:
         raise NotImplementedError("not iterable: the engine only reads and writes keys")
@@ -176,6 +182,9 @@ class FraudPipeline(Pipeline):
         # terminal -> merged state (None: no labels yet); dropped when a label changes a sub-key, and
         # entirely when partitions move (recovery writes sub-keys behind our back)
         self._merged: dict[str, bytes | None] = {}
+        # terminal -> {partition: sub-state}: the table's sub-keys as read once, then kept up to date
+        # by this worker's label writes (the only writer of its partitions' sub-keys); dropped with _merged
+        self._subs: dict[str, dict[int, bytes]] = {}
         self.checkpoint_path = self.settings.state_dir / "fraud" / "online.pkl"
         self.online = self._load_online()
         self.champion_quality = Prequential()
@@ -325,24 +334,31 @@ class FraudPipeline(Pipeline):
 
     def _terminal_view(self, merchants: Sequence[str]) -> dict[str, bytes]:
         """The batch's terminals, each merged from the sub-states the label partitions wrote."""
-        merged = self._merged
+        merged, subs = self._merged, self._subs
         if len(merged) > MERGED_MAX:
             merged.clear()
-        unique = [m for m in set(merchants) if m not in merged]
-        suffixes = [f"{SUB}{q}" for q in range(self.partitions)]
-        values = self.terminals.get_many([m + s for m in unique for s in suffixes])
-        per = len(suffixes)
+        if len(subs) > MERGED_MAX:
+            subs.clear()
+        batch = set(merchants)
+        unique = [m for m in batch if m not in merged]
+        unread = [m for m in unique if m not in subs]
+        if unread:
+            per = self.partitions
+            suffixes = [f"{SUB}{q}" for q in range(per)]
+            values = self.terminals.get_many([m + s for m in unread for s in suffixes])
+            for i, m in enumerate(unread):
+                subs[m] = {q: v for q, v in enumerate(values[i * per:(i + 1) * per]) if v is not None}
         several: list[str] = []
         groups: list[list[bytes]] = []
-        for i, m in enumerate(unique):
-            states = [v for v in values[i * per:(i + 1) * per] if v is not None]
+        for m in unique:
+            states = list(subs[m].values())
             if len(states) > 1:
                 several.append(m)
                 groups.append(states)
             else:
                 merged[m] = states[0] if states else None
         merged.update(zip(several, merge_terminal_groups(groups)))
-        return {m: v for m in set(merchants) if (v := merged[m]) is not None}
+        return {m: v for m in batch if (v := merged[m]) is not None}
 
     def _expire(self, partition: int, clock: float, engine: FeatureEngine, n: int) -> None:
         """Drop, a slice per batch, logged records past retention and cards/terminals no feature needs."""
@@ -353,7 +369,16 @@ class FraudPipeline(Pipeline):
         self.scored.sweep(partition, lambda k, v: unpack(v)[0] < horizon, max(SWEEP_BUDGET, n))
         self.cards.sweep(partition, lambda k, v: not k.startswith(APPLIED) and engine.card_expired(v, clock),
                          SWEEP_BUDGET)
-        self.terminals.sweep(partition, lambda k, v: engine.terminal_expired(v, clock), SWEEP_BUDGET // 4)
+        self.terminals.sweep(partition, lambda k, v: self._terminal_gone(k, v, engine, clock), SWEEP_BUDGET // 4)
+
+    def _terminal_gone(self, key: str, value: bytes, engine: FeatureEngine, clock: float) -> bool:
+        """A terminal sub-key past expiry; its terminal's cached states go with it."""
+        if not engine.terminal_expired(value, clock):
+            return False
+        terminal = key.rpartition(SUB)[0]
+        self._subs.pop(terminal, None)
+        self._merged.pop(terminal, None)
+        return True
 
     def _explain(self, scorer: Any, X: np.ndarray, extra: dict) -> list[list[dict]]:
         if not len(X):
@@ -439,7 +464,7 @@ class FraudPipeline(Pipeline):
                 delay = int(self.slot.scorer.meta.extra.get("label_delay_days", 7))
             for m in set(rec.merchant):
                 self._merged.pop(m, None)
-            self.engine(delay).apply_labels(self.cards, _SubKeys(self.terminals, partition), rec.card,
+            self.engine(delay).apply_labels(self.cards, _SubKeys(self.terminals, partition, self._subs), rec.card,
                                             rec.merchant, rec.ts, y, label_ts=clock)
             known = ~np.isnan(rec.online_score)
             learnt = self.online.learn(rec.X, y, rec.online_score if known.all() else None)
@@ -519,6 +544,7 @@ class FraudPipeline(Pipeline):
 
         async def forget_merged(*_: Any, **__: Any) -> None:
             self._merged.clear()
+            self._subs.clear()
 
         self._forget_merged = forget_merged  # a signal holds its receivers weakly
         app.on_partitions_assigned.connect(forget_merged)

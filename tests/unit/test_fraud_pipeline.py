@@ -201,3 +201,25 @@ def test_a_handbook_file_produces_labels_keyed_like_their_transactions(tmp_path:
         later = [txs_sent[o][1]["ts"] for o in order[:i] if o in txs_sent]
         assert max(later) >= tx["ts"] + 2 * 86_400 or i >= len(sent) - 2, "released after the delay (or at the end)"
     assert sorted(rec["is_fraud"] for _, _, rec in labels_sent) == [False] * 4 + [True] * 2
+
+
+def test_cached_terminal_states_follow_the_table(home: Path, tmp_path: Path) -> None:
+    """Labels on several partitions, scoring in between: the cached merged terminals always equal a
+    merge read afresh from the table (the cache sees this worker's label writes and expiry)."""
+    p = pipeline(home, tmp_path, partitions=3)
+    rng = np.random.default_rng(2)
+    batches = [txs(120, f"b{k}", start=T0 + k * 3 * DAY, step=300.0) for k in range(8)]
+    for k, batch in enumerate(batches):
+        part = k % 3
+        p.process_batch(batch, list(range(1000 * k, 1000 * k + len(batch))), part, T0)
+        if k >= 3:  # labels of a batch scored earlier, split over the partitions
+            ids = [t.id for t in batches[k - 3]]
+            for q in range(3):
+                raws = [json.dumps({"id": i, "is_fraud": bool(rng.random() < 0.3)}).encode() for i in ids[q::3]]
+                p.process_labels(raws, q, T0)
+        merchants = [t.merchant for t in batch]
+        cached = p._terminal_view(merchants)
+        p._merged.clear()
+        p._subs.clear()
+        assert p._terminal_view(merchants) == cached, f"batch {k}"
+    assert len({k.rpartition("\x1f")[2] for k in p.terminals}) == 3, "every partition wrote sub-keys"
