@@ -48,7 +48,7 @@ import orjson
 from models.fraud import logged
 from models.fraud.drift import DebouncedDrift
 from models.fraud.explain import explain
-from models.fraud.features import DAY, FEATURES, FeatureEngine, merge_terminal_groups
+from models.fraud.features import DAY, FEATURES, FeatureEngine, TerminalParts
 from models.fraud.online import OnlineFraudModel, Prequential
 
 from . import metrics
@@ -66,9 +66,9 @@ APPLIED = "\x00applied:"  # card-table key prefix: last input offset applied, pe
 SUB = "\x1f"  # terminal sub-key separator (never in a validated id)
 SWEEP_BUDGET = 128  # card keys checked for expiry per batch (log records: one per transaction)
 _TS = struct.Struct("<d")  # a logged record starts with its transaction time
-MERGED_MAX = 500_000  # merged terminal states cached (about 300 bytes each)
+SUBS_MAX = 500_000  # terminals whose sub-states are cached (references to the table's values)
 EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
-QUALITY_EVERY_S = 5.0  # rolling AUCs (a pass over a 20,000-label window each) exported at most this often
+QUALITY_EVERY_S = 15.0  # rolling AUCs (~50 ms each: a pass over 20,000 labels) exported at most this often
 
 
 def parse_label(raw: bytes | None) -> tuple[str, bool]:
@@ -179,11 +179,9 @@ class FraudPipeline(Pipeline):
         self.terminals: Any = MemoryTable()
         self.clock: dict[int, float] = {}  # partition -> event time (latest transaction ts seen)
         self.last_offset: dict[int, int] = {}  # partition -> offset of the latest transaction scored
-        # terminal -> merged state (None: no labels yet); dropped when a label changes a sub-key, and
-        # entirely when partitions move (recovery writes sub-keys behind our back)
-        self._merged: dict[str, bytes | None] = {}
         # terminal -> {partition: sub-state}: the table's sub-keys as read once, then kept up to date
-        # by this worker's label writes (the only writer of its partitions' sub-keys); dropped with _merged
+        # by this worker's label writes (the only writer of its partitions' sub-keys) and expiry;
+        # dropped entirely when partitions move (recovery writes sub-keys behind our back)
         self._subs: dict[str, dict[int, bytes]] = {}
         self.checkpoint_path = self.settings.state_dir / "fraud" / "online.pkl"
         self.online = self._load_online()
@@ -332,33 +330,21 @@ class FraudPipeline(Pipeline):
         outputs += self.cards.flush(partition) + self.scored.flush(partition)
         return outputs
 
-    def _terminal_view(self, merchants: Sequence[str]) -> dict[str, bytes]:
-        """The batch's terminals, each merged from the sub-states the label partitions wrote."""
-        merged, subs = self._merged, self._subs
-        if len(merged) > MERGED_MAX:
-            merged.clear()
-        if len(subs) > MERGED_MAX:
+    def _terminal_view(self, merchants: Sequence[str]) -> TerminalParts:
+        """The batch's terminals, each with the sub-states the label partitions wrote (the features
+        merge them: :class:`~models.fraud.features.TerminalParts`)."""
+        subs = self._subs
+        if len(subs) > SUBS_MAX:
             subs.clear()
         batch = set(merchants)
-        unique = [m for m in batch if m not in merged]
-        unread = [m for m in unique if m not in subs]
+        unread = [m for m in batch if m not in subs]
         if unread:
             per = self.partitions
             suffixes = [f"{SUB}{q}" for q in range(per)]
             values = self.terminals.get_many([m + s for m in unread for s in suffixes])
             for i, m in enumerate(unread):
                 subs[m] = {q: v for q, v in enumerate(values[i * per:(i + 1) * per]) if v is not None}
-        several: list[str] = []
-        groups: list[list[bytes]] = []
-        for m in unique:
-            states = list(subs[m].values())
-            if len(states) > 1:
-                several.append(m)
-                groups.append(states)
-            else:
-                merged[m] = states[0] if states else None
-        merged.update(zip(several, merge_terminal_groups(groups)))
-        return {m: v for m in batch if (v := merged[m]) is not None}
+        return TerminalParts({m: tuple(parts.values()) for m in batch if (parts := subs[m])})
 
     def _expire(self, partition: int, clock: float, engine: FeatureEngine, n: int) -> None:
         """Drop, a slice per batch, logged records past retention and cards/terminals no feature needs."""
@@ -377,7 +363,6 @@ class FraudPipeline(Pipeline):
             return False
         terminal = key.rpartition(SUB)[0]
         self._subs.pop(terminal, None)
-        self._merged.pop(terminal, None)
         return True
 
     def _explain(self, scorer: Any, X: np.ndarray, extra: dict) -> list[list[dict]]:
@@ -462,8 +447,6 @@ class FraudPipeline(Pipeline):
             delay = 7
             if self.slot.scorer is not None:
                 delay = int(self.slot.scorer.meta.extra.get("label_delay_days", 7))
-            for m in set(rec.merchant):
-                self._merged.pop(m, None)
             self.engine(delay).apply_labels(self.cards, _SubKeys(self.terminals, partition, self._subs), rec.card,
                                             rec.merchant, rec.ts, y, label_ts=clock)
             known = ~np.isnan(rec.online_score)
@@ -543,7 +526,6 @@ class FraudPipeline(Pipeline):
         app.agent(feedback, name="lepton.fraud_labels")(fraud_labels)
 
         async def forget_merged(*_: Any, **__: Any) -> None:
-            self._merged.clear()
             self._subs.clear()
 
         self._forget_merged = forget_merged  # a signal holds its receivers weakly

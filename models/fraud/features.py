@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
 import itertools
+import struct
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -105,6 +106,7 @@ TERMINAL_LAYOUT = Layout(
     header=("lf", "ll", "ss", "sc"),
     bucket=("day", "labels", "frauds"),  # by transaction day, labels that have arrived
 )
+_ONE, _TWO = struct.Struct("<d"), struct.Struct("<2d")
 State = Union[bytes, list]  # float64 little-endian bytes, or (state_format="json") a list of numbers
 OLD_DAYS = 14  # "the card before": a compromised card is compromised for 14 days in the handbook
 
@@ -150,6 +152,10 @@ class _Store:
         else:
             get = states.get
             vals = [get(key, empty) for key in keys]
+        return self.gather_values(vals)
+
+    def gather_values(self, vals: list[State]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`gather` of states already read (``self.empty`` for none)."""
         m = len(vals)
         if self.json:
             lens = np.fromiter(map(len, vals), np.int64, m)
@@ -221,7 +227,7 @@ def _append_days(old: np.ndarray, old_key: np.ndarray, comp_old: np.ndarray, tx_
     ``first``: each key's first row; every key 0..m-1 has one) summed per (key, day), days before
     ``oldest_day[key]`` dropped: ``(buckets, key of each)``, sorted by (key, day).
 
-    Events come in time order, so a key's transactions are on or after its latest bucket's day:
+    Events come in time order (labels nearly so), so a key's rows are on or after its latest bucket's day:
     its kept buckets are a run of the stored ones, the latest one maybe topped up, then the new
     days. That is index arithmetic on runs already sorted; a batch with an older day (late
     events) or spanning more than the kept days takes the general merge.
@@ -252,7 +258,7 @@ def _append_days(old: np.ndarray, old_key: np.ndarray, comp_old: np.ndarray, tx_
     new_start = np.cumsum(n_new) - n_new
     # A key whose first new day is its latest stored day: that bucket is added to the new one.
     topped = first_day == latest
-    new[new_start[topped]] += old[old_end[topped] - 1] * [0.0, 1.0, 1.0, 1.0]
+    new[new_start[topped], 1:] += old[old_end[topped] - 1, 1:]
     keep_from = np.searchsorted(comp_old, np.arange(m) * _BIG + oldest_day, side="left")
     n_keep = old_end - topped - keep_from
     count = n_keep + n_new
@@ -394,17 +400,29 @@ class FeatureEngine:
     def _terminal(self, X: np.ndarray, ts: np.ndarray, day: np.ndarray, frac: np.ndarray,
                   merchant: Sequence[str], states: Mapping[str, State]) -> None:
         codes, keys = _factorize(merchant)
-        headers, old, old_key = self._terminals.gather(states, keys)
-        lf, ll, ss, sc = headers.T
-        comp_old = old_key * _BIG + old[:, 0].astype(np.int64)  # sorted: keys in order, days in order
+        if isinstance(states, TerminalParts):  # P parts per terminal (padded with empty ones), merged here
+            groups = [states.get(key, ()) for key in keys]
+            P = max(1, max(map(len, groups), default=1))
+            empty = self._terminals.empty
+            headers, old, old_key = self._terminals.gather_values(
+                [g[i] if i < len(g) else empty for g in groups for i in range(P)])
+            lf, ll, ss, sc = _merge_headers(headers.reshape(len(keys), P, -1))
+        else:
+            P = 1
+            headers, old, old_key = self._terminals.gather(states, keys)
+            lf, ll, ss, sc = headers.T
+        comp_old = old_key * _BIG + old[:, 0].astype(np.int64)  # sorted: keys (parts) in order, days in order
         prefix = np.zeros((len(old) + 1, 2))
         np.cumsum(old[:, 1:], axis=0, out=prefix[1:])
-        end = codes * _BIG + (day - self.delay)
+        # Each transaction's window in each part of its terminal, added up over the parts.
+        end = (codes[:, None] * P + np.arange(P)).ravel() * _BIG + np.repeat(day - self.delay, P)
+        edge = np.repeat(1.0 - frac, P)[:, None]
         upto = prefix[np.searchsorted(comp_old, end, side="right")]
         for w in TERMINAL_WINDOWS:
             a = prefix[np.searchsorted(comp_old, end - w, side="right")]
             b = prefix[np.searchsorted(comp_old, end - w - 1, side="right")]
-            n_lab, n_fr = (upto - a + (1.0 - frac)[:, None] * (a - b)).T
+            win = upto - a + edge * (a - b)
+            n_lab, n_fr = (win.reshape(len(ts), P, 2).sum(axis=1) if P > 1 else win).T
             X[:, _COL[f"terminal_count_{w}d"]] = n_lab
             X[:, _COL[f"terminal_risk_{w}d"]] = np.where(n_lab > 1e-9, n_fr / np.maximum(n_lab, 1e-9), 0.0)
         f_t, l_t, s_t = lf[codes], ll[codes], ss[codes]
@@ -462,11 +480,13 @@ class FeatureEngine:
         lf, ll, ss, sc = headers.T
         tx_day = np.floor(tx_ts / DAY)
         new = np.column_stack([tx_day, np.ones(n), y.astype(np.float64)])
-        key_all = np.concatenate([old_key, codes])
-        comp = key_all * _BIG + np.concatenate([old[:, 0], tx_day]).astype(np.int64)
-        seq = np.argsort(comp, kind="stable")
+        comp = codes * _BIG + tx_day.astype(np.int64)
+        seq = np.argsort(comp, kind="stable")  # the labels by (terminal, day), ties in arrival order
+        key = codes[seq]
+        first = np.r_[True, key[1:] != key[:-1]]
         oldest = np.full(len(keys), int(np.floor(label_ts / DAY)) - self.terminal_keep_days, dtype=np.int64)
-        buckets, bucket_key = _sum_buckets(np.concatenate([old, new])[seq], key_all[seq], comp[seq], oldest)
+        comp_old = old_key * _BIG + old[:, 0].astype(np.int64)
+        buckets, bucket_key = _append_days(old, old_key, comp_old, new[seq], key, comp[seq], first, oldest)
         # Runs: the latest legitimate label ends one; the first fraud after it starts the next.
         new_ll = ll.copy()
         np.maximum.at(new_ll, codes[~y], tx_ts[~y])
@@ -487,18 +507,46 @@ class FeatureEngine:
     @staticmethod
     def card_expired(state: State, now: float) -> bool:
         """True once ``state`` can no longer change a feature: the key can go (features as if absent)."""
-        t, f = to_json(state[:16] if isinstance(state, bytes) else state[:2])
+        t, f = _TWO.unpack_from(state) if isinstance(state, bytes) else state[:2]
         horizon = max((CARD_KEEP_DAYS + 1) * DAY, GAP_CAP_S, AGE_CAP_DAYS * DAY)
         return max(t, f) < now - horizon
 
     def terminal_expired(self, state: State, now: float) -> bool:
         """True once ``state`` can no longer change a feature: the key can go (features as if absent)."""
-        values = to_json(state)
-        lf, ll = values[0], values[1]
-        w = len(TERMINAL_LAYOUT.bucket)
-        newest_day = values[len(values) - w] if len(values) > len(TERMINAL_LAYOUT.header) else -np.inf
+        h, w = len(TERMINAL_LAYOUT.header), len(TERMINAL_LAYOUT.bucket)
+        if isinstance(state, bytes):  # two fields and a day read in place (a sweep checks many keys)
+            lf, ll = _TWO.unpack_from(state)
+            newest_day = _ONE.unpack_from(state, len(state) - 8 * w)[0] if len(state) > 8 * h else -np.inf
+        else:
+            lf, ll = state[0], state[1]
+            newest_day = state[len(state) - w] if len(state) > h else -np.inf
         buckets_gone = newest_day < np.floor(now / DAY) - self.terminal_keep_days - 1
         return bool(buckets_gone and max(lf, ll) < now - AGE_CAP_DAYS * DAY)
+
+
+class TerminalParts(dict):
+    """``terminal -> tuple of states``, the states written for it by several label partitions.
+
+    Passed as ``terminal_states`` to :meth:`FeatureEngine.transform`, the parts
+    are merged on the fly: the features of :func:`merge_terminal_states`' state,
+    without writing a merged state per terminal (the worker's scoring path).
+    """
+
+
+def _merge_headers(heads: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Terminal headers ``(m, parts, 4)`` (all-zero rows: no part) merged: ``lf, ll, ss, sc`` each ``(m,)``.
+
+    Latest fraud / legitimate label are maxima; a part's run counts if it began after the merged
+    latest legitimate label, else only its latest fraud if that came after it.
+    """
+    lf, ll, ss, sc = np.moveaxis(heads, -1, 0)
+    g_ll = ll.max(axis=1)
+    after = g_ll[:, None]
+    in_run = ss > after
+    lone = ~in_run & (lf > after)
+    start = np.where(in_run, ss, np.where(lone, lf, np.inf)).min(axis=1)
+    count = np.where(in_run, sc, lone.astype(np.float64)).sum(axis=1)
+    return lf.max(axis=1), g_ll, np.where(np.isfinite(start), start, 0.0), count
 
 
 def merge_terminal_states(states: Sequence[State]) -> bytes:
@@ -551,24 +599,14 @@ def merge_terminal_groups(groups: Sequence[Sequence[State]]) -> list[bytes]:
     if m == 0:
         return []
     group = np.repeat(np.arange(m), sizes)
-    headers, rows, row_state = store.gather(dict(enumerate(flat)), list(range(len(flat))))
-    lf, ll, ss, sc = headers.T
-    g_lf = np.zeros(m)
-    np.maximum.at(g_lf, group, lf)
-    g_ll = np.zeros(m)
-    np.maximum.at(g_ll, group, ll)
-    after = g_ll[group]
-    in_run = ss > after
-    lone = ~in_run & (lf > after)
-    start = np.full(m, np.inf)
-    np.minimum.at(start, group, np.where(in_run, ss, np.where(lone, lf, np.inf)))
-    count = np.zeros(m)
-    np.add.at(count, group, np.where(in_run, sc, lone.astype(np.float64)))
+    headers, rows, row_state = store.gather_values(flat)
+    heads = np.zeros((m, int(sizes.max()), headers.shape[1]))
+    heads[group, np.arange(len(flat)) - np.repeat(np.cumsum(sizes) - sizes, sizes)] = headers
     key = group[row_state]
     comp = key * _BIG + rows[:, 0].astype(np.int64)
     seq = np.argsort(comp, kind="stable")
     buckets, bucket_key = _sum_buckets(rows[seq], key[seq], comp[seq], np.full(m, np.iinfo(np.int64).min))
     out: dict[int, bytes] = {}
-    merged = np.column_stack([g_lf, g_ll, np.where(np.isfinite(start), start, 0.0), count])
+    merged = np.column_stack(_merge_headers(heads))
     store.write(out, list(range(m)), merged, buckets, bucket_key)
     return [out[i] for i in range(m)]

@@ -11,7 +11,11 @@ Times are this process's CPU time after a warm-up (other work on a shared
 machine does not inflate them), so ``1e6 / us_per_tx`` is the rate one core
 sustains for this part of the worker.
 
-    python -m streams.bench.fraud_process [FILE] [--rows 300000] [--warm-days 40]
+    python -m streams.bench.fraud_process [FILE] [--rows 300000] [--warm-days 40] [--breakdown]
+
+``--breakdown`` adds where the time goes: CPU µs per transaction in each part
+(timed around whole calls, so the parts cost what they cost in the run; what
+no part covers is ``other``: output records, logging, alerts, metrics).
 
 Needs a registered fraud model (``lepton train fraud``) in ``LEPTON_HOME``.
 """
@@ -28,9 +32,51 @@ import pandas as pd
 
 DAY = 86_400.0
 
+# (label, object path, method): the parts timed by --breakdown, outermost first; a call inside
+# another timed part is counted in the inner one only.
+PARTS = [
+    ("features (card and terminal windows)", "engine", "transform"),
+    ("terminal sub-states merged", "pipeline", "_terminal_view"),
+    ("ONNX (scores, alert explanations)", "scorer", "predict"),
+    ("River score", "online", "score"),
+    ("logged record packed", "logged", "pack"),
+    ("expiry sweeps", "pipeline", "_expire"),
+    ("logged records unpacked", "logged", "unpack"),
+    ("labels applied to card/terminal state", "engine", "apply_labels"),
+    ("River learn + prequential", "online", "learn"),
+    ("prequential gauges", "pipeline", "export_quality"),
+    ("table flush (changelog records)", "table", "flush"),
+]
+
+
+class _Timer:
+    """Wraps methods to add up this process's CPU time in each (nested calls counted once, innermost)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._stack: list[list] = []
+
+    def wrap(self, obj, name: str, label: str) -> None:
+        inner = getattr(obj, name)
+        stack, spent = self._stack, self.spent
+
+        def timed(*args, **kwargs):
+            frame = [time.process_time(), 0.0]
+            stack.append(frame)
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                stack.pop()
+                took = time.process_time() - frame[0]
+                spent[label] = spent.get(label, 0.0) + took - frame[1]
+                if stack:
+                    stack[-1][1] += took
+
+        setattr(obj, name, timed)
+
 
 def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm_days: float = 40.0,
-                  rows: int = 300_000, label_delay_days: int = 7) -> dict:
+                  rows: int = 300_000, label_delay_days: int = 7, breakdown: bool = False) -> dict:
     """µs of CPU per transaction (labels included, one per transaction) after ``warm_days``."""
     import faust
 
@@ -50,6 +96,18 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     pipeline.cards = BatchTable(app, "fraud-cards", partitions=parts)
     pipeline.scored = BatchTable(app, "fraud-scored", partitions=parts)
     pipeline.terminals = BatchTable(app, "fraud-terminals", partitions=parts)
+    timer = _Timer() if breakdown else None
+    if timer is not None:
+        from models.fraud import logged
+
+        targets = {"engine": pipeline.engine(label_delay_days), "pipeline": pipeline, "scorer": slot.scorer,
+                   "online": pipeline.online, "logged": logged}
+        for label, what, method in PARTS:
+            if what == "table":
+                for table in (pipeline.cards, pipeline.scored, pipeline.terminals):
+                    timer.wrap(table, method, label)
+            else:
+                timer.wrap(targets[what], method, label)
 
     ts = frame["ts"].to_numpy(dtype=np.float64)
     start = int(np.searchsorted(ts, ts[0] + warm_days * DAY))
@@ -90,9 +148,16 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
         if timing:
             spent += time.process_time() - t0
             timed_tx += b - a
-    return {"us_per_tx": round(spent / timed_tx * 1e6, 2), "tx_per_cpu_second": round(timed_tx / spent),
-            "transactions": timed_tx, "batch_size": batch_size, "partitions": parts,
-            "online_updates": pipeline.online.updates, "outputs": outputs}
+        elif timer is not None and b >= start:
+            timer.spent.clear()  # the warm-up's share is not counted
+    result = {"us_per_tx": round(spent / timed_tx * 1e6, 2), "tx_per_cpu_second": round(timed_tx / spent),
+              "transactions": timed_tx, "batch_size": batch_size, "partitions": parts,
+              "online_updates": pipeline.online.updates, "outputs": outputs}
+    if timer is not None:
+        parts_us = {label: round(timer.spent.get(label, 0.0) / timed_tx * 1e6, 2) for label, _, _ in PARTS}
+        parts_us["other"] = round(result["us_per_tx"] - sum(parts_us.values()), 2)
+        result["breakdown_us_per_tx"] = parts_us
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--warm-days", type=float, default=40.0)
     parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--breakdown", action="store_true", help="CPU µs per transaction in each part")
     args = parser.parse_args(argv)
     from ..settings import Settings
 
@@ -114,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
 
         frame = TransactionGenerator(seed=1, start_ts=1_700_000_000.0).batch(800_000)
     print(json.dumps(pipeline_cost(frame, settings, batch_size=args.batch_size, warm_days=args.warm_days,
-                                   rows=args.rows)))
+                                   rows=args.rows, breakdown=args.breakdown)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from models.fraud.drift import DebouncedDrift
-from models.fraud.features import DAY, FEATURES, FeatureEngine, merge_terminal_groups, merge_terminal_states
+from models.fraud.features import (
+    DAY,
+    FEATURES,
+    FeatureEngine,
+    TerminalParts,
+    merge_terminal_groups,
+    merge_terminal_states,
+)
 from models.registry import ModelRegistry
 from streams.fraud import APPLIED, FraudPipeline, parse_label
 from streams.model_slot import ModelSlot
@@ -170,6 +177,17 @@ def test_terminal_state_split_over_partitions_merges_to_the_single_state() -> No
     b = eng.transform(probe_ts, ["z"] * 6, terms, [10.0] * 6, {}, merged)
     cols = [FEATURES.index(f) for f in FEATURES if f.startswith("terminal_") and "streak" not in f]
     np.testing.assert_allclose(a[:, cols], b[:, cols], rtol=1e-6)
+    # The scoring path merges the parts on the fly: the features of the merged states, every one.
+    split[2] = {m: v for m, v in split[2].items() if m != "m0"}  # a terminal without a part here
+    merged = {m: merge_terminal_states([s[m] for s in split if m in s]) for m in whole}
+    parts = TerminalParts({m: tuple(s[m] for s in split if m in s) for m in whole})
+    assert {len(v) for v in parts.values()} == {2, 3}
+    probe = (probe_ts * 3, ["z"] * 18, terms * 3, [10.0] * 18)
+    for shift in (0.0, -5 * DAY, -12 * DAY):  # windows over the parts' buckets, not only the latest
+        ts = [t + shift for t in probe[0]]
+        got = eng.transform(ts, *probe[1:], {}, parts)
+        np.testing.assert_allclose(got, eng.transform(ts, *probe[1:], {}, merged), rtol=1e-12)
+        assert got[:, FEATURES.index("terminal_count_7d")].min() > 0
 
 
 def test_a_handbook_file_produces_labels_keyed_like_their_transactions(tmp_path: Path) -> None:
@@ -204,8 +222,8 @@ def test_a_handbook_file_produces_labels_keyed_like_their_transactions(tmp_path:
 
 
 def test_cached_terminal_states_follow_the_table(home: Path, tmp_path: Path) -> None:
-    """Labels on several partitions, scoring in between: the cached merged terminals always equal a
-    merge read afresh from the table (the cache sees this worker's label writes and expiry)."""
+    """Labels on several partitions, scoring in between: the cached terminal sub-states always equal
+    those read afresh from the table (the cache sees this worker's label writes and expiry)."""
     p = pipeline(home, tmp_path, partitions=3)
     rng = np.random.default_rng(2)
     batches = [txs(120, f"b{k}", start=T0 + k * 3 * DAY, step=300.0) for k in range(8)]
@@ -218,8 +236,7 @@ def test_cached_terminal_states_follow_the_table(home: Path, tmp_path: Path) -> 
                 raws = [json.dumps({"id": i, "is_fraud": bool(rng.random() < 0.3)}).encode() for i in ids[q::3]]
                 p.process_labels(raws, q, T0)
         merchants = [t.merchant for t in batch]
-        cached = p._terminal_view(merchants)
-        p._merged.clear()
+        cached = {m: set(parts) for m, parts in p._terminal_view(merchants).items()}
         p._subs.clear()
-        assert p._terminal_view(merchants) == cached, f"batch {k}"
+        assert {m: set(parts) for m, parts in p._terminal_view(merchants).items()} == cached, f"batch {k}"
     assert len({k.rpartition("\x1f")[2] for k in p.terminals}) == 3, "every partition wrote sub-keys"
