@@ -32,7 +32,7 @@ worker (tests, evaluation).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import faust
@@ -51,6 +51,7 @@ class BatchTable(MutableMapping[str, bytes]):
                               key_serializer="raw", value_serializer="raw", partitions=partitions,
                               compacting=True, deleting=False, acks=False, internal=True)
         self.table = factory(name, key_type=str, partitions=partitions, help=help, changelog_topic=changelog)
+        self.table.lepton_bulk = self  # the batch transport restores its changelog in bulk (restore)
         self._pending: dict[str, bytes | None] = {}
         self._sweeps: dict[int, list[str]] = {}  # partition -> keys still to check in the current pass
 
@@ -143,6 +144,23 @@ class BatchTable(MutableMapping[str, bytes]):
             outputs.append(Output(topic, key.encode(), value))  # type: ignore[arg-type]
         self._pending.clear()
         return outputs
+
+    def restore(self, partition: int, records: Sequence[Any]) -> None:
+        """Apply changelog records (transport records: ``key``, ``value``) read back from ``partition``.
+
+        What Faust's recovery does one event at a time through the conductor
+        and a queue (about 1 ms each on this machine), done as one loop over
+        a fetched run of records; a ``None`` value is a tombstone.
+        """
+        data, where = self._raw, self._partitions
+        for record in records:
+            key = record.key.decode()
+            if record.value is None:
+                data.pop(key, None)  # type: ignore[attr-defined]
+                where.pop(key, None)
+            else:
+                data[key] = record.value  # type: ignore[index]
+                where[key] = partition
 
     def sweep(self, partition: int, expired: Callable[[str, bytes], bool], budget: int) -> int:
         """Delete (pending: flush emits the tombstones) up to ``budget`` checked keys of
