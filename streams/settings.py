@@ -63,9 +63,9 @@ class Settings(BaseSettings):
 
     # --- Fraud -----------------------------------------------------------------
     fraud_state_tables: bool = Field(
-        False, description="Keep fraud state (cards, scored log, terminals) in Faust tables with changelogs, "
-        "recovered after a restart; off: in-process state, rebuilt from the stream after a restart. Off by "
-        "default: on Tansu a restart after SIGKILL can stall in Faust's table recovery (README, Fraud).")
+        True, description="Keep fraud state (cards, scored log, terminals) in Faust tables with changelogs, "
+        "recovered after a restart or a rebalance; off: in-process state that starts empty after a restart "
+        "(one worker, no changelog traffic).")
     fraud_log_retention_days: float = Field(
         10.0, gt=0, description="How long (event time) a scored transaction waits for its label; must exceed "
         "the label delay (7 days in the handbook).")
