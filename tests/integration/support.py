@@ -186,3 +186,31 @@ def isolated_deployment(broker: str, home: Path, tag: str) -> Iterator[Deploymen
     finally:
         for w in d.workers:
             w.stop()
+
+
+def fraud_probe_scores(home: Path, history: list[dict], probe: dict) -> tuple[float, float]:
+    """A probe transaction's fraud probability computed in-process after ``history`` (dicts with
+    id, ts, card, merchant, amount), and with no history: what a worker whose card windows hold
+    exactly ``history`` must score, and what one that lost them would."""
+    from models.registry import ModelRegistry
+    from streams.fraud import FEATURES, FraudPipeline
+    from streams.model_slot import ModelSlot
+    from streams.records import Transaction
+    from streams.settings import Settings
+
+    settings = Settings(home=home / "scratch")
+    slot = ModelSlot(ModelRegistry(home / "models"), "fraud", features=FEATURES)
+    slot.load_now()
+
+    def tx(r: dict) -> Transaction:
+        return Transaction(r["id"], float(r["ts"]), r["card"], r["merchant"], float(r["amount"]))
+
+    out = []
+    for events in ([tx(r) for r in history], []):
+        pipeline = FraudPipeline(slot, settings.topics, settings)
+        if events:
+            pipeline.process(events, time.time())
+        scored = [json.loads(o.value) for o in pipeline.process([tx(probe)], time.time())
+                  if o.topic == settings.topics.pipeline("fraud").output]
+        out.append(scored[0]["probability"])
+    return out[0], out[1]

@@ -13,8 +13,9 @@ import time
 from collections import Counter
 
 import pytest
+from kafka.partitioner.default import murmur2
 
-from support import Deployment, TopicReader, wait_for
+from support import Deployment, TopicReader, fraud_probe_scores, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,15 +92,19 @@ def test_valid_events_scored_once_malformed_dead_lettered_offsets_committed(depl
     assert worker.stop() == 0, deployment.logs()
 
 
-def test_sigkill_mid_stream_then_restart_loses_nothing(deployment: Deployment) -> None:
+def test_sigkill_mid_stream_then_restart_loses_nothing_and_keeps_card_state(deployment: Deployment) -> None:
+    """Fraud state is in Faust tables (the default): after the kill, the restarted worker recovers the
+    card windows from the changelogs, and inputs re-delivered after the kill are not counted twice."""
     n = 40_000
-    produced = deployment.produce("transactions", transactions(n, "k"))
+    records = transactions(n, "k")
+    produced = deployment.produce("transactions", records)
     first = deployment.worker(LEPTON_MAX_BATCH="500").start(HARNESS_SLEEP_PER_BATCH="0.01")
     scores = TopicReader(deployment.bootstrap, deployment.topic("fraud-scores"), deployment.partitions)
     try:
         wait_for(lambda: len(scores.poll()) >= 5_000, 120, "the first outputs")
         first.kill()  # SIGKILL while it is busy: in the middle of a batch
         before = len(scores.poll())
+        at_kill = deployment.committed("transactions")
         assert before < n, "the worker finished before it could be killed mid-stream"
         deployment.worker().start()
         wait_for(lambda: len(set(scores_by_id(scores))) >= n, 180, "a score for every input after restart")
@@ -108,6 +113,20 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(deployment: Deployment) -
         duplicates = sum(c - 1 for c in counts.values())
         print(f"SIGKILL at {before} outputs: {duplicates} duplicates re-emitted (at-least-once)")
         wait_for(lambda: deployment.committed("transactions") == produced, 30, "offsets committed")
+
+        # The probe's card is on a partition with offsets committed before the kill: its windows can be
+        # right only if they came back from the changelog (they are not all re-read from the input).
+        partition = max(at_kill, key=lambda p: at_kill[p] or 0)
+        assert at_kill[partition], f"nothing committed before the kill: {at_kill}"
+        card = next(k for k, _ in records if (murmur2(k) & 0x7FFFFFFF) % deployment.partitions == partition)
+        probe = {"id": "probe", "ts": NOW + 60, "card": card.decode(), "merchant": "m-probe", "amount": 42.0}
+        deployment.produce("transactions", [(card, json.dumps(probe).encode())])
+        got = wait_for(lambda: [v for v in scores.poll() if v["id"] == "probe"], 60, "the probe's score")[0]
+        history = [json.loads(value) for key, value in records if key == card]
+        with_history, without = fraud_probe_scores(deployment.home, history, probe)
+        assert abs(got["probability"] - with_history) < 1e-4, \
+            f"card windows not as before the kill: {got['probability']} != {with_history} (empty: {without})"
+        assert abs(with_history - without) > 1e-3, "the probe must depend on the card's history"
     finally:
         scores.close()
 

@@ -9,7 +9,6 @@ model; after a SIGTERM and a restart the online model and the card windows
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -21,7 +20,7 @@ from connectors.admin import ensure_topics
 from connectors.generators import TransactionGenerator
 from connectors.producer import produce
 from streams.settings import Settings
-from support import Deployment, TopicReader, wait_for
+from support import Deployment, TopicReader, fraud_probe_scores, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -106,31 +105,11 @@ def test_scores_labels_online_learning_and_restart(fraud_deployment: Deployment)
         got = wait_for(lambda: [v for v in scores.poll() if v["id"] == "probe"], 90, "the probe's score")[0]
         assert got["online_updates"] == saved.updates, "the restarted worker kept the online model"
 
-        expected_with, expected_without = _expected_probe_scores(d.home, frame, probe)
+        history = frame[frame["card"] == probe_card].to_dict("records")
+        expected_with, expected_without = fraud_probe_scores(d.home, history, probe)
         assert abs(got["probability"] - expected_with) < 1e-4, (got, expected_with, expected_without)
         assert abs(expected_with - expected_without) > 1e-3, "the probe must depend on the card's history"
         assert restarted.ready()
     finally:
         scores.close()
 
-
-def _expected_probe_scores(home: Path, frame, probe: dict) -> tuple[float, float]:
-    """The probe's probability computed in-process with its card's history, and without it."""
-    from models.registry import ModelRegistry
-    from streams.fraud import FEATURES, FraudPipeline
-    from streams.model_slot import ModelSlot
-    from streams.records import Transaction
-
-    settings = Settings(home=home / "scratch")
-    slot = ModelSlot(ModelRegistry(home / "models"), "fraud", features=FEATURES)
-    slot.load_now()
-    tx = Transaction(probe["id"], probe["ts"], probe["card"], probe["merchant"], float(probe["amount"]))
-    out = []
-    for history in (frame[frame["card"] == probe["card"]], frame.iloc[:0]):
-        pipeline = FraudPipeline(slot, settings.topics, settings)
-        events = [Transaction(r.id, r.ts, r.card, r.merchant, float(r.amount)) for r in history.itertuples()]
-        if events:
-            pipeline.process(events, time.time())
-        scored = [json.loads(o.value) for o in pipeline.process([tx], time.time()) if o.topic == "fraud-scores"]
-        out.append(scored[0]["probability"])
-    return out[0], out[1]
