@@ -25,10 +25,15 @@ class AnomalyConfig:
 
     warmup_frames: int = 400  # an equipment's first frames: its normal operation, calibrates everything
     smoothing_frames: int = 5  # span of the short EWMA that averages sensor noise out
-    baseline_halflife_frames: float = 1000.0  # how fast the normal level follows slow drift (normal frames)
-    alert_adapt_factor: float = 0.5  # during an alert the baseline adapts this much slower (never quite stuck)
+    baseline_halflife_frames: float = 300.0  # how fast the normal level follows slow drift (normal frames)
+    alert_adapt_factor: float = 0.1  # during an alert the baseline adapts this much slower (never quite stuck)
     spike_clip: float = 6.0  # readings are winsorized at +-spike_clip warm-up sd before smoothing
     drift_allowance: float = 0.0  # a sensor's scale also counts this times its move between the warm-up's halves
+    drift_lag: float = 0.0  # a sensor trending during warm-up is followed fast enough to lag it by <= this many sd (0: off)
+    drift_min_halflife_frames: float = 50.0  # ...but never faster than this half-life (the cap on adaptation speed)
+    adapt_frames: int = 500  # an equipment's baseline adapts once every this many of its frames (at fixed counts)
+    adapt_gate: float = 3.0  # during an alert, sensors within +-adapt_gate sd keep following drift at the full rate (0: off)
+    learn_delay_frames: int = 0  # frames teach the baseline this much later, unless an alert was raised meanwhile
     learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
     clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
     default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one

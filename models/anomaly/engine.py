@@ -131,6 +131,27 @@ class AnomalyEngine:
         out = Scored(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.ones(n, bool),
                      [()] * n, np.zeros(n, np.int64),
                      model_version=scorer.meta.version if scorer is not None else None)
+        # An equipment's baseline adapts once every `adapt_frames` of its frames after warm-up, at fixed frame
+        # counts: its frames go in rounds cut at those counts (one ONNX call per round for all equipment) and
+        # the baseline queues a partial block, so scores do not depend on how the stream is batched.
+        chunks = {eid: self._blocks(eid, frames[idx[0]].readings, idx) for eid, idx in groups.items()}
+        for r in range(max(len(c) for c in chunks.values()) if chunks else 0):
+            self._score_round(frames, ts, {eid: c[r] for eid, c in chunks.items() if len(c) > r}, scorer, out)
+        return out
+
+    def _blocks(self, eid: str, first: dict[str, float], idx: list[int]) -> list[list[int]]:
+        """An equipment's frames of a batch, cut where its baseline's adaptation blocks (and its warm-up) end."""
+        st = self.state.get(eid)
+        if st is None:
+            st = self.state.get_or_create(eid, list(first), self.config, self.warmup.get(eid))
+        size = max(1, self.config.adapt_frames)
+        seen, warm = st.baseline.seen, st.baseline.warmup
+        cuts = [j for j in range(1, len(idx)) if seen + j >= warm and (seen + j - warm) % size == 0]
+        return [idx[a:b] for a, b in zip([0] + cuts, cuts + [len(idx)])]
+
+    def _score_round(self, frames: Sequence[Any], ts: np.ndarray, groups: dict[str, list[int]], scorer: Any,
+                     out: Scored) -> None:
+        cfg = self.config
         pending: list[tuple[EquipmentState, np.ndarray, Any]] = []
         touched = self.state.touched
         for eid, idx in groups.items():
@@ -153,7 +174,7 @@ class AnomalyEngine:
             if len(step.deviations):
                 pending.append((st, np.asarray(idx[step.start:], dtype=np.int64), step))
         if not pending:
-            return out
+            return
         if scorer is not None:
             for st, _, _ in pending:
                 if st.scale_version != scorer.meta.version:
@@ -175,7 +196,9 @@ class AnomalyEngine:
             # Only clearly normal frames teach: a fault just under the threshold must not widen the normal
             # spread (or the River detector's reference) until it no longer stands out.
             normal = (ratio < cfg.learn_below) & ~alert
-            st.baseline.adapt(step.smoothed, normal)
+            st.baseline.adapt(step.smoothed, normal, d, cfg.adapt_gate,
+                              raised=any(kind == "raise" for _, kind in changes), delay=cfg.learn_delay_frames,
+                              block=cfg.adapt_frames)
             if st.detector is not None:
                 self.detector_updates += st.detector.learn(d[normal])
             row_ts = ts[rows]
@@ -193,7 +216,6 @@ class AnomalyEngine:
                 sensors[j] = tuple(names[c] for c in t)
             if changes or alert.any():
                 self._episodes(st, rows, row_ts, ratio, alert, changes, contrib, d, out.events)
-        return out
 
     def _matrix(self, st: EquipmentState, readings: list[dict[str, float]]) -> np.ndarray:
         """Readings as a ``(frames, sensors)`` matrix in the equipment's sensor order (NaN = missing)."""

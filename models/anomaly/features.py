@@ -5,7 +5,7 @@ equipment (SKAB's anomaly-free rig reads a flow of 125, its other runs 32), so
 every number is relative to the equipment's *own* first ``warmup_frames``:
 
 1. ``z = (x - median) / sd`` per sensor, from the warm-up frames, winsorized
-   at ``+-spike_clip``: one wild reading moves the average by at most
+   at ``+-spike_clip`` around the current baseline: one wild reading moves the average by at most
    ``2 * spike_clip / (smoothing + 1)`` sd, so an isolated spike cannot hold the score
    up for the ``raise_after`` frames an alert needs, while a sustained shift,
    however large, still stands out;
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -85,9 +86,11 @@ class Baseline:
 
     def __init__(self, n_sensors: int, warmup: int = 400, smoothing: int = 10, halflife: float = 1000.0,
                  alert_factor: float = 0.5, clip: float = 20.0, spike_clip: float = 6.0,
-                 drift_allowance: float = 0.0) -> None:
+                 drift_allowance: float = 0.0, drift_lag: float = 0.0, min_halflife: float = 50.0) -> None:
         self.n_sensors = n_sensors
         self.drift_allowance = drift_allowance
+        self.drift_lag = drift_lag
+        self.max_rate = 1.0 - 0.5 ** (1.0 / min_halflife)
         self.warmup = warmup
         self.alpha = 2.0 / (smoothing + 1.0)
         self.smoothing = smoothing
@@ -103,6 +106,13 @@ class Baseline:
         self.u = np.zeros(n_sensors)
         self.base = np.zeros(n_sensors)
         self.var = np.ones(n_sensors)
+
+    @classmethod
+    def from_config(cls, n_sensors: int, warmup: int, config: Any) -> Baseline:
+        """The baseline an :class:`~.config.AnomalyConfig` describes (the worker's and training's)."""
+        return cls(n_sensors, warmup, config.smoothing_frames, config.baseline_halflife_frames,
+                   config.alert_adapt_factor, config.clip, config.spike_clip, config.drift_allowance,
+                   config.drift_lag, config.drift_min_halflife_frames)
 
     @property
     def calibrated(self) -> bool:
@@ -141,7 +151,9 @@ class Baseline:
         if len(rest) == 0:
             empty = np.empty((0, self.n_sensors))
             return Step(start, empty, empty, imputed, calibration)
-        z = np.clip((rest - self.center) / self.scale, -self.spike_clip, self.spike_clip)
+        # Winsorized around the current normal level (not the warm-up's): a sensor followed as it drifts
+        # keeps its full range for faults.
+        z = np.clip((rest - self.center) / self.scale, self.base - self.spike_clip, self.base + self.spike_clip)
         z = np.where(np.isnan(z), self.base, z)  # missing: "at the baseline"
         u = ewma(z, self.u, self.alpha)
         self.u = u[-1].copy()
@@ -176,27 +188,83 @@ class Baseline:
         # The variance of an EWMA of unit white noise is 1/smoothing: the floor for a smooth warm-up.
         self.var = np.maximum(tail.var(axis=0), 1.0 / self.smoothing)
         self.u = u[-1].copy()
+        lag = getattr(self, "drift_lag", 0.0)
+        if lag and len(tail) >= 20:
+            self._track_trend(tail, lag)
         return self._deviation(tail)
 
-    def adapt(self, smoothed: np.ndarray, normal: np.ndarray) -> None:
+    def _track_trend(self, tail: np.ndarray, lag: float) -> None:
+        """Sensors that trended during warm-up (temperatures heating up) keep trending: follow them faster.
+
+        A baseline adapting at rate ``a`` lags a trend of slope ``s`` by about
+        ``s / a``; each sensor gets the rate that keeps that lag within ``lag``
+        of its warm-up sd, never less than the common rate nor more than
+        ``max_rate`` (a fault developing slower than that would be absorbed),
+        and its baseline starts at the trend's end instead of the warm-up mean.
+        """
+        t = np.arange(len(tail), dtype=np.float64)
+        t -= t.mean()
+        slope = (t[:, None] * (tail - tail.mean(axis=0))).sum(axis=0) / (t * t).sum()
+        needed = np.abs(slope) / (lag * np.sqrt(self.var))
+        trending = self.known & (needed > self.rate)
+        self.rate = np.where(trending, np.minimum(needed, self.max_rate), self.rate)
+        self.base = np.where(trending, self.base + slope * t[-1], self.base)
+
+    def adapt(self, smoothed: np.ndarray, normal: np.ndarray, deviations: np.ndarray | None = None,
+              gate: float = 0.0, raised: bool = False, delay: int = 0, block: int = 1) -> None:
         """Follow slow drift: normal rows at the full rate, the others ``alert_factor`` times slower.
 
         The others move the level only: were they to widen the variance, a fault
-        would shrink its own deviation and clear its alert while it lasts.
+        would shrink its own deviation and clear its alert while it lasts. With
+        ``gate`` > 0, a sensor whose deviation is within ``+-gate`` sd in such a
+        row is not part of the fault and is followed as in normal operation
+        (level and spread, full rate): a sensor drifting while another one
+        faults is then where it would have been without the fault, and the
+        alert can clear when the fault ends.
+
+        Rows are queued and teach in blocks of ``block`` rows (the baseline moves
+        at fixed frame counts, whatever the batching), ``delay`` rows late; if an
+        alert is ``raised`` meanwhile, the queued rows count as the fault's onset
+        (not normal): a fault building up under the threshold does not first
+        widen the spread it is judged against.
         """
         if len(smoothed) == 0:
             return
         normal = np.asarray(normal, dtype=bool)
-        for rows, rate, spread in ((normal, self.rate, True), (~normal, self.rate * self.alert_factor, False)):
-            k = int(rows.sum())
-            if k == 0 or rate <= 0:
-                continue
-            u = smoothed[rows]
-            w = 1.0 - (1.0 - rate) ** k  # k updates at `rate` pull this far toward the rows' mean
-            if spread:  # winsorized at 3 sd: a few large deviations cannot widen the spread much
-                r2 = np.minimum((u - self.base) ** 2, 9.0 * self.var).mean(axis=0)
-                self.var = np.maximum(self.var + w * (r2 - self.var), 1.0 / self.smoothing)
-            self.base = self.base + w * (u.mean(axis=0) - self.base)
+        rows = np.broadcast_to(normal[:, None], smoothed.shape)
+        quiet = np.zeros(smoothed.shape, dtype=bool)
+        if gate > 0 and deviations is not None:
+            quiet = np.abs(deviations) < gate
+            rows = rows | quiet
+        queue = getattr(self, "_queue", None)
+        if queue is not None and queue[0].shape[1] == smoothed.shape[1]:
+            smoothed = np.concatenate([queue[0], smoothed])
+            rows = np.concatenate([queue[1], rows])
+            quiet = np.concatenate([queue[2], quiet])
+        if raised:
+            rows = rows & quiet
+        block = max(1, block)
+        ready = max(0, len(smoothed) - delay) // block * block
+        self._queue = (smoothed[ready:], rows[ready:], quiet[ready:]) if ready < len(smoothed) else None
+        for start in range(0, ready, block):
+            u, r = smoothed[start:start + block], rows[start:start + block]
+            self._pull(u, r, self.rate, spread=True)
+            if not r.all():
+                self._pull(u, ~r, self.rate * self.alert_factor, spread=False)
+
+    def _pull(self, u: np.ndarray, rows: np.ndarray, rate: float | np.ndarray, spread: bool) -> None:
+        """Per sensor, the ``k`` selected rows at ``rate`` pull the level (and spread) ``1 - (1 - rate)**k`` of
+        the way toward their mean (and mean square deviation)."""
+        k = rows.sum(axis=0)
+        if not k.any() or np.all(np.asarray(rate) <= 0):
+            return
+        w = 1.0 - (1.0 - rate) ** k
+        n = np.maximum(k, 1)
+        if spread:  # winsorized at 3 sd: a few large deviations cannot widen the spread much
+            r2 = (np.minimum((u - self.base) ** 2, 9.0 * self.var) * rows).sum(axis=0) / n
+            self.var = np.where(k > 0, np.maximum(self.var + w * (r2 - self.var), 1.0 / self.smoothing), self.var)
+        mean = (u * rows).sum(axis=0) / n
+        self.base = np.where(k > 0, self.base + w * (mean - self.base), self.base)
 
     def rebase(self) -> None:
         """Take the current smoothed state as normal (an operator said so: a rejected alert)."""

@@ -87,9 +87,7 @@ class EquipmentState:
         self.sensors = list(sensors)
         self.index = {s: i for i, s in enumerate(self.sensors)}
         self.keys = tuple(self.sensors)  # a frame whose readings have exactly these keys, in order: fast path
-        self.baseline = Baseline(len(self.sensors), warmup or config.warmup_frames, config.smoothing_frames,
-                                 config.baseline_halflife_frames, config.alert_adapt_factor, config.clip,
-                                 config.spike_clip, config.drift_allowance)
+        self.baseline = Baseline.from_config(len(self.sensors), warmup or config.warmup_frames, config)
         self.detector: OnlineDetector | None = None
         self.hysteresis = Hysteresis(config.raise_after, config.clear_after)
         self.scale = 1.0  # the ONNX score's threshold, relative to the model's (from this equipment's warm-up)

@@ -104,8 +104,7 @@ def deviations(seg: Series, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarr
     """A normal segment's deviations as the worker computes them (warm-up rows in-sample), and a row mask
     that drops frames labelled anomalous."""
     warm = min(config.warmup_frames, len(seg))
-    b = Baseline(len(seg.sensors), warm, config.smoothing_frames, config.baseline_halflife_frames,
-                 config.alert_adapt_factor, config.clip, config.spike_clip, config.drift_allowance)
+    b = Baseline.from_config(len(seg.sensors), warm, config)
     rows = []
     for start in range(0, len(seg), FEED_ROWS):
         step = b.feed(seg.values[start:start + FEED_ROWS])

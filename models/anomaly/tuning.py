@@ -54,20 +54,22 @@ def pseudo_runs(reference: Sequence[Series], length: int = RUN_FRAMES) -> list[S
     return out
 
 
-def inject(run: Series, rng: np.random.Generator, warmup: int) -> Series:
+def inject(run: Series, rng: np.random.Generator, warmup: int, start: int = FAULT_START, frames: int = FAULT_FRAMES,
+           ramp_frames: int = RAMP, max_sd: float = 6.0) -> Series:
     """A copy of a normal pseudo-run with one fault in its test part, labelled."""
     x = run.values.copy()
     sd = np.nanstd(x[:warmup], axis=0)
     n_sensors = x.shape[1]
     profile = np.zeros(len(x))
-    stop = min(len(x), FAULT_START + FAULT_FRAMES)
-    ramp = np.clip(np.arange(stop - FAULT_START) / RAMP, 0, 1) * np.clip((stop - 1 - np.arange(FAULT_START, stop)) / RAMP, 0, 1)
-    profile[FAULT_START:stop] = ramp
+    stop = min(len(x), start + frames)
+    ramp = (np.clip(np.arange(stop - start) / ramp_frames, 0, 1)
+            * np.clip((stop - 1 - np.arange(start, stop)) / ramp_frames, 0, 1))
+    profile[start:stop] = ramp
     for col in rng.choice(n_sensors, size=int(rng.integers(1, 3)), replace=False):
-        delta = float(np.exp(rng.uniform(np.log(1.0), np.log(6.0)))) * rng.choice([-1.0, 1.0])
+        delta = float(np.exp(rng.uniform(0.0, np.log(max_sd)))) * rng.choice([-1.0, 1.0])
         x[:, col] += delta * sd[col] * profile
     labels = np.zeros(len(x), dtype=bool)
-    labels[FAULT_START:stop] = True
+    labels[start:stop] = True
     return Series(run.equipment_id, run.ts, x, run.sensors, labels, run.source + " (injected)")
 
 
@@ -84,8 +86,44 @@ def score_runs(runs: Sequence[Series], scorer: Any, config: AnomalyConfig, warmu
     return confusion(np.concatenate(ys), np.concatenate(flags))
 
 
+def part_runs(parts: Sequence[Series], rng: np.random.Generator, injections: int, warmup: int,
+              max_sd: float = 6.0) -> list[Series]:
+    """The drift proxy: each training part cut in two (warm-up, then a scored half), a fault in the scored half.
+
+    A benchmark run's training part is where its own drift shows (a heating
+    rig's temperature keeps rising after warm-up), which pseudo-runs cut from
+    one long normal run do not show; half of it calibrates, the other half is
+    scored, with a fault of a fifth of the part in its middle.
+    """
+    out = []
+    for p in parts:
+        n = len(p) - warmup
+        if n < 50:
+            continue
+        for i in range(injections):
+            run = inject(p, rng, warmup, start=warmup + (3 * n) // 10, frames=(2 * n) // 5, ramp_frames=10, max_sd=max_sd)
+            run.equipment_id = f"{p.equipment_id}#{i}"
+            out.append(run)
+    return out
+
+
+def _pooled(totals: Sequence[dict[str, float]], prefix: str = "") -> dict[str, float]:
+    tp, fp, fn, tn = (sum(t[k] for t in totals) for k in ("tp", "fp", "fn", "tn"))
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {f"{prefix}f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
+            f"{prefix}far": round(fp / (fp + tn), 4) if fp + tn else 0.0,
+            f"{prefix}mar": round(fn / (fn + tp), 4) if fn + tp else 0.0}
+
+
 def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injections: int = 4, epochs: int = 30,
-             seed: int = 0, warmup: int = 400) -> list[dict[str, Any]]:
+             seed: int = 0, warmup: int = 400, max_sd: float = 6.0) -> list[dict[str, Any]]:
+    """Every configuration of ``grid`` on both proxies (see module doc); one JSON line each.
+
+    ``f1``/``far``/``mar``: reference pseudo-runs with injected faults; ``drift_*``: the labelled runs'
+    training parts (:func:`part_runs`). Each fold's model is trained on the other folds' pseudo-runs and
+    training parts, so nothing is scored by a model that saw it.
+    """
     series = load_series(data)
     reference = [s for s in series if s.reference] or [s for s in series if s.labels is None]
     if not reference:
@@ -93,36 +131,43 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
     labelled_parts = normal_operation([s for s in series if not s.reference], train_frames=warmup)
     runs = pseudo_runs(reference)
     rng = np.random.default_rng(seed)
-    faulty = [inject(r, rng, warmup) for r in runs for _ in range(injections)]
+    faulty = []
+    for r in runs:
+        for i in range(injections):  # each injection is its own equipment (its own warm-up)
+            faulty.append(inject(r, rng, warmup, max_sd=max_sd))
+            faulty[-1].equipment_id = f"{r.equipment_id}#{i}"
+    half = warmup // 2
+    drifting = part_runs(labelled_parts, rng, injections, half, max_sd)
     fold_of = {r.equipment_id: i % folds for i, r in enumerate(runs)}
+    fold_of.update({p.equipment_id: i % folds for i, p in enumerate(labelled_parts)})
+
+    def fold(run_id: str) -> int:
+        return fold_of[run_id.split("#")[0]]
+
     results = []
-    model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip") if k in grid]
+    model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip",
+                              "drift_lag", "drift_min_halflife_frames") if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
     for model_values in itertools.product(*(grid[k] for k in model_keys)):
         base = replace(AnomalyConfig(warmup_frames=warmup), **dict(zip(model_keys, model_values)))
         fitted = []
-        for fold in range(folds):
-            train_runs = [r for r in runs if fold_of[r.equipment_id] != fold]
-            model = fit(labelled_parts + train_runs, base, epochs=epochs, seed=seed, target_far=0.05)
-            fitted.append((fold, _Scorer(model.onnx_bytes, model.meta), model))
+        for f in range(folds):
+            train_runs = [r for r in runs + labelled_parts if fold_of[r.equipment_id] != f]
+            model = fit(train_runs, base, epochs=epochs, seed=seed, target_far=0.05)
+            fitted.append((f, train_runs, _Scorer(model.onnx_bytes, model.meta)))
         for target_far in grid.get("target_far", [0.05]):
             for values in itertools.product(*(grid[k] for k in other_keys)):
                 cfg = replace(base, **dict(zip(other_keys, values)))
-                totals = []
-                for fold, scorer, model in fitted:
-                    holdout = [s for s in _holdout_of(labelled_parts + [r for r in runs if fold_of[r.equipment_id] != fold],
-                                                      cfg)]
-                    threshold, _, _ = calibrate_threshold(holdout, scorer, cfg, target_far)
+                totals, drift_totals = [], []
+                for f, train_runs, scorer in fitted:
+                    threshold, _, _ = calibrate_threshold(_holdout_of(train_runs, cfg), scorer, cfg, target_far)
                     scorer.meta = scorer.meta.model_copy(update={"extra": {**scorer.meta.extra,
                                                                            "error_threshold": threshold}})
-                    test = [f for f in faulty if fold_of[f.equipment_id] == fold]
-                    totals.append(score_runs(test, scorer, cfg, warmup))
-                tp, fp, fn, tn = (sum(t[k] for t in totals) for k in ("tp", "fp", "fn", "tn"))
-                p = tp / (tp + fp) if tp + fp else 0.0
-                r = tp / (tp + fn) if tp + fn else 0.0
+                    totals.append(score_runs([r for r in faulty if fold(r.equipment_id) == f], scorer, cfg, warmup))
+                    drift_totals.append(score_runs([r for r in drifting if fold(r.equipment_id) == f], scorer,
+                                                   cfg.with_(warmup_frames=half), half))
                 row = {**dict(zip(model_keys, model_values)), "target_far": target_far, **dict(zip(other_keys, values)),
-                       "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
-                       "far": round(fp / (fp + tn), 4), "mar": round(fn / (fn + tp), 4)}
+                       **_pooled(totals), **_pooled(drift_totals, "drift_")}
                 print(json.dumps(row), flush=True)
                 results.append(row)
     return results
@@ -141,9 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid", default='{"smoothing_frames": [10], "detector_weight": [0.25]}',
                    help="JSON object: config field -> list of values (plus target_far)")
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--fault-sd", type=float, default=6.0, help="largest injected shift, in warm-up sd (log-uniform from 1)")
     a = p.parse_args(argv)
     started = time.time()
-    rows = run_grid(a.data, json.loads(a.grid), epochs=a.epochs)
+    rows = run_grid(a.data, json.loads(a.grid), epochs=a.epochs, max_sd=a.fault_sd)
     best = max(rows, key=lambda r: r["f1"])
     print("best:", json.dumps(best), f"({time.time() - started:.0f} s)")
     return 0
