@@ -60,13 +60,17 @@ class Prequential:
 
     def update(self, y: np.ndarray | list[bool], scores: np.ndarray | list[float]) -> None:
         """Add labels with the scores given to their transactions at scoring time."""
-        roc, pr = self.roc_auc.update, self.pr_auc.update
-        ys = np.asarray(y, dtype=bool).tolist()
-        for yy, s in zip(ys, np.asarray(scores, dtype=np.float64).tolist()):
-            roc(yy, s)
-            pr(yy, s)
-        self.labels += len(ys)
-        self.positives += sum(ys)
+        ys = np.asarray(y, dtype=bool)
+        labels, values = ys.astype(int).tolist(), np.asarray(scores, dtype=np.float64).tolist()
+        for metric in (self.roc_auc, self.pr_auc):
+            if hasattr(metric, "_buf_labels"):  # River buffers updates until get(): the same buffer, in bulk
+                metric._buf_labels.extend(labels)
+                metric._buf_scores.extend(values)
+            else:
+                for yy, s in zip(labels, values):
+                    metric.update(yy, s)
+        self.labels += len(labels)
+        self.positives += int(ys.sum())
 
     def get(self) -> dict[str, float]:
         """``roc_auc`` and ``pr_auc`` (NaN until the window has both classes), ``labels``, ``positives``."""

@@ -104,3 +104,20 @@ def test_numpy_learning_is_rivers_learn_one() -> None:
     assert fl.intercept == pytest.approx(rl.intercept, rel=1e-9)
     assert fl.optimizer.n_iterations == rl.optimizer.n_iterations
     np.testing.assert_allclose(fast.score(X), river.score(X), rtol=1e-9)
+
+
+def test_prequential_bulk_update_is_rivers_one_by_one() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.random(3000) < 0.1
+    s = np.clip(y * 0.3 + rng.random(3000) * 0.7, 0, 1)
+    bulk, one = Prequential(window=1000), Prequential(window=1000)
+    for a in range(0, 3000, 250):
+        bulk.update(y[a:a + 250], s[a:a + 250])
+        for yy, ss in zip(y[a:a + 250].tolist(), s[a:a + 250].tolist()):
+            one.roc_auc.update(yy, ss)
+            one.pr_auc.update(yy, ss)
+        one.labels += 250
+        one.positives += int(y[a:a + 250].sum())
+        if a % 1000 == 0:
+            assert bulk.get() == one.get()
+    assert bulk.get() == one.get() and 0.5 < bulk.get()["roc_auc"] < 1.0
