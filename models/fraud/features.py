@@ -401,11 +401,12 @@ class FeatureEngine:
                   merchant: Sequence[str], states: Mapping[str, State]) -> None:
         codes, keys = _factorize(merchant)
         if isinstance(states, TerminalParts):  # P parts per terminal (padded with empty ones), merged here
-            groups = [states.get(key, ()) for key in keys]
+            get = states.get
+            groups = [get(key, ()) for key in keys]
             P = max(1, max(map(len, groups), default=1))
-            empty = self._terminals.empty
+            pads = [(self._terminals.empty,) * (P - k) for k in range(P + 1)]
             headers, old, old_key = self._terminals.gather_values(
-                [g[i] if i < len(g) else empty for g in groups for i in range(P)])
+                list(itertools.chain.from_iterable([g + pads[len(g)] for g in groups])))
             lf, ll, ss, sc = _merge_headers(headers.reshape(len(keys), P, -1))
         else:
             P = 1
