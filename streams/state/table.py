@@ -127,22 +127,21 @@ class BatchTable(MutableMapping[str, bytes]):
         records must be emitted to it (the agent's ``Emitter.enqueue(...,
         partition)`` does), and the keys are remembered as that partition's.
         """
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             return []
         topic = self.table.changelog_topic.get_topic_name()
-        store = self._store
-        where = self._partitions
-        outputs = []
-        for key, value in self._pending.items():
-            if value is None:
-                store.pop(key, None)
-                where.pop(key, None)
-            else:
-                store[key] = value
-                if partition is not None:
-                    where[key] = partition
-            outputs.append(Output(topic, key.encode(), value))  # type: ignore[arg-type]
-        self._pending.clear()
+        outputs = [Output(topic, key.encode(), value) for key, value in pending.items()]  # type: ignore[arg-type]
+        # Straight into the memory store's dict (what its __setitem__ does, without the per-key calls).
+        raw, where = self._raw, self._partitions
+        for key in [key for key, value in pending.items() if value is None]:
+            del pending[key]
+            raw.pop(key, None)  # type: ignore[attr-defined]
+            where.pop(key, None)
+        raw.update(pending)  # type: ignore[attr-defined]
+        if partition is not None:
+            where.update(dict.fromkeys(pending, partition))
+        pending.clear()
         return outputs
 
     def restore(self, partition: int, records: Sequence[Any]) -> None:
