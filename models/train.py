@@ -54,22 +54,49 @@ def _fraud_frame(data: Path | None, rows: int):
     return frame.sort_values("ts", kind="stable").reset_index(drop=True), "synthetic"
 
 
+def stream_time_scale(rate_per_s: float) -> float:
+    """Feature seconds per second when the synthetic generator streams ``rate_per_s`` transactions a second.
+
+    >>> round(stream_time_scale(500.0) / 4320, 1)  # a simulated day (~10,000 transactions) every ~20 s
+    1.0
+    """
+    from connectors.generators import TransactionGenerator
+
+    from .fraud.features import DAY
+
+    if rate_per_s <= 0:
+        raise ValueError("the stream rate must be positive")
+    return DAY * rate_per_s / TransactionGenerator(seed=0).events_per_day  # `lepton produce fraud`'s default seed
+
+
 def train_fraud(settings: Any, *, data: Path | None = None, epochs: int | None = None,
                 promote: bool = True, progress: bool = False, rows: int = SYNTHETIC_ROWS,
-                train_end: str | None = None, label_delay_days: int = 7, seed: int = 0) -> ModelMeta:
+                train_end: str | None = None, label_delay_days: int = 7, seed: int = 0,
+                stream_rate: float | None = None, stream_label_delay_s: float = 30.0) -> ModelMeta:
     """Replay the data through the live feature code, train, export, register.
 
     The labels used are those known by ``train_end`` (a date, UTC; default: all
     of them). The online learner replayed alongside is saved next to the model
     (``online.pkl``) as the worker's warm start.
+
+    ``stream_rate``: the model is for the synthetic generator streamed at this
+    many transactions a second (``lepton produce fraud --rate``, as the demo
+    does), with labels ``stream_label_delay_s`` later. Its simulated days then
+    pass in seconds, so the model records a time scale
+    (:func:`models.fraud.features.time_scale`) and a label delay in scaled days.
     """
     import datetime as dt
+    import math
 
     from .fraud import offline
     from .fraud.features import DAY, FEATURES
     from .fraud.online import OnlineFraudModel
     from .fraud.stream import progress_bar, replay
 
+    scale = 1.0
+    if stream_rate is not None:
+        scale = stream_time_scale(stream_rate)
+        label_delay_days = max(1, math.ceil(stream_label_delay_s * scale / DAY))
     frame, source = _fraud_frame(data, rows)
     ts = frame["ts"].to_numpy(dtype=np.float64)
     labelled = frame["label"].notna().to_numpy()
@@ -111,6 +138,7 @@ def train_fraud(settings: Any, *, data: Path | None = None, epochs: int | None =
             "train_period": [iso(ts[train][0]), iso(ts[train][-1])],
         },
         extra={"label_delay_days": label_delay_days, "features_module": "models.fraud.features",
+               "time_scale": scale, "stream_rate": stream_rate,
                "online_checkpoint": ONLINE_CHECKPOINT,
                # alert explanations replace a feature by its training mean (models/fraud/explain.py)
                "feature_means": [round(float(v), 6) for v in rep.X[train].mean(axis=0)],

@@ -190,13 +190,23 @@ def _sensor_timing(rate: float | None, count: int) -> dict[str, float]:
 @click.option("--train-part-only", is_flag=True,
               help="sentiment: learn from each file's training part only (the agreed splits), so that "
                    "`lepton evaluate sentiment --version N` is fair.")
+@click.option("--stream-rate", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="fraud: for synthetic traffic sent at this many transactions/s (`lepton produce fraud --rate`), "
+                   "whose simulated days pass in seconds: the model scales event time to match (the demo: 500).")
+@click.option("--stream-label-delay-s", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
+              help="fraud, with --stream-rate: how late labels arrive, in seconds.")
 @click.pass_obj
 def train(settings: Settings, pipeline: str, data: tuple[Path, ...], epochs: int | None, no_promote: bool,
-          sentiment_model: str | None, teacher: int | None, test_where: str | None, train_part_only: bool) -> None:
+          sentiment_model: str | None, teacher: int | None, test_where: str | None, train_part_only: bool,
+          stream_rate: float | None, stream_label_delay_s: float) -> None:
     """Train in torch, export ONNX, register a new version."""
     from models.train import train_pipeline
 
     options: dict[str, Any] = {}
+    if stream_rate is not None:
+        if pipeline != "fraud":
+            _fail("--stream-rate is for `lepton train fraud`")
+        options = {"stream_rate": stream_rate, "stream_label_delay_s": stream_label_delay_s}
     if pipeline == "sentiment":
         options = {"model": sentiment_model or "fast", "teacher": teacher, "test_where": test_where,
                    "train_part_only": train_part_only}

@@ -108,17 +108,29 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def _train_missing(settings: Settings, pipelines: list[str], console: Any) -> None:
+def _train_missing(settings: Settings, pipelines: list[str], console: Any, plan: dict[str, Feed]) -> None:
+    from models.fraud.features import time_scale
     from models.registry import ModelRegistry
-    from models.train import train_pipeline
+    from models.train import stream_time_scale, train_pipeline
 
     registry = ModelRegistry(settings.models_dir)
+    fraud = plan["fraud"]
+    # The demo compresses the fraud world's days into seconds: its model must know (models/train.py).
+    options = {"fraud": {"stream_rate": fraud.rate, "stream_label_delay_s": fraud.label_delay_s}}
     for name in pipelines:
-        if registry.champion(name) is None:
+        champion = registry.champion(name)
+        if champion is None:
             console.print(f"[bold]no {name} model yet: training one on synthetic data[/bold]")
             started = time.monotonic()
-            meta = train_pipeline(settings, name, progress=True)
+            meta = train_pipeline(settings, name, progress=True, **options.get(name, {}))
             console.print(f"{name}: v{meta.version} registered in {time.monotonic() - started:.0f} s")
+        elif name == "fraud":
+            have, want = time_scale(champion), stream_time_scale(fraud.rate)
+            if not 0.5 < have / want < 2.0:
+                console.print(f"[yellow]the fraud model v{champion.version} was trained for another pace of traffic "
+                              f"(time scale {have:g}, this demo's {want:.0f}): expect poor fraud scores; "
+                              f"fix: lepton train fraud --stream-rate {fraud.rate:g} "
+                              f"--stream-label-delay-s {fraud.label_delay_s:g}[/yellow]")
 
 
 class _BrokenClient(threading.Thread):
@@ -190,7 +202,7 @@ def run_demo(settings: Settings, *, duration: float | None, rate: float, chat_ra
     pipelines = pipelines or DEMO_PIPELINES
     plan = feeds(rate, chat_rate, sensor_rate)
     console = Console()
-    _train_missing(settings, pipelines, console)
+    _train_missing(settings, pipelines, console, plan)
     with kafka(settings) as bootstrap:
         console.print(f"Kafka: {bootstrap} ({'external' if settings.kafka_bootstrap else 'embedded, in memory only'})")
         topics = settings.topics

@@ -48,7 +48,7 @@ import orjson
 from models.fraud import logged
 from models.fraud.drift import DebouncedDrift
 from models.fraud.explain import explain
-from models.fraud.features import DAY, FEATURES, FeatureEngine, TerminalParts
+from models.fraud.features import DAY, FEATURES, FeatureEngine, TerminalParts, time_scale
 from models.fraud.online import OnlineFraudModel, Prequential
 
 from . import metrics
@@ -177,7 +177,7 @@ class FraudPipeline(Pipeline):
         self.cards: Any = MemoryTable()
         self.scored: Any = MemoryTable()
         self.terminals: Any = MemoryTable()
-        self.clock: dict[int, float] = {}  # partition -> event time (latest transaction ts seen)
+        self.clock: dict[int, float] = {}  # partition -> feature time (latest transaction ts seen, scaled)
         self.last_offset: dict[int, int] = {}  # partition -> offset of the latest transaction scored
         # terminal -> {partition: sub-state}: the table's sub-keys as read once, then kept up to date
         # by this worker's label writes (the only writer of its partitions' sub-keys) and expiry;
@@ -255,7 +255,9 @@ class FraudPipeline(Pipeline):
         meta = scorer.meta
         version = meta.version
         n = len(events)
-        ts = np.fromiter((e.ts for e in events), np.float64, n)
+        event_ts = np.fromiter((e.ts for e in events), np.float64, n)
+        scale = time_scale(meta)
+        ts = event_ts * scale if scale != 1.0 else event_ts  # feature time (see time_scale)
         amount = np.fromiter((e.amount for e in events), np.float64, n)
         cards = [e.card for e in events]
         merchants = [e.merchant for e in events]
@@ -301,7 +303,7 @@ class FraudPipeline(Pipeline):
         append = outputs.append
         online_updates = self.online.updates
         review = (probability >= threshold).tolist()
-        latency = np.round((now - ts) * 1000.0, 3).tolist()
+        latency = np.round((now - event_ts) * 1000.0, 3).tolist()
         for e, p, r, flag, lat in zip(events, np.round(probability.astype(np.float64), 6).tolist(),
                                       np.round(online_scores, 6).tolist(), review, latency):
             append(Output(out_topic, e.id.encode(), dumps({
@@ -323,8 +325,8 @@ class FraudPipeline(Pipeline):
         step = max(1, n // 64)
         for p in probability[::step].tolist():
             self._scores.observe(p)
-        if self.drift["score"].update([float(probability.mean())], clock):
-            outputs.append(self._drift_alert("score", clock, version))
+        if self.drift["score"].update([float(probability.mean())], clock / scale):  # debounced in event time
+            outputs.append(self._drift_alert("score", clock / scale, version))
 
         self._expire(partition, clock, engine, n)
         outputs += self.cards.flush(partition) + self.scored.flush(partition)
@@ -443,7 +445,8 @@ class FraudPipeline(Pipeline):
             self._labels["joined"].inc(len(recs))
             rec = logged.unpack(recs, len(FEATURES))
             y = np.asarray(ys, dtype=bool)
-            clock = self.clock.get(partition) or max(self.clock.values(), default=0.0) or now
+            scale = time_scale(self.slot.scorer.meta) if self.slot.scorer is not None else 1.0
+            clock = self.clock.get(partition) or max(self.clock.values(), default=0.0) or now * scale
             delay = 7
             if self.slot.scorer is not None:
                 delay = int(self.slot.scorer.meta.extra.get("label_delay_days", 7))
@@ -455,8 +458,8 @@ class FraudPipeline(Pipeline):
             self.champion_quality.update(y, rec.score)
             self.export_quality(force=False)
             errors = np.abs(y.astype(np.float64) - rec.score.astype(np.float64))
-            if self.drift["error"].update(errors.tolist(), clock):
-                outputs.append(self._drift_alert("error", clock, self.slot.version))
+            if self.drift["error"].update(errors.tolist(), clock / scale):
+                outputs.append(self._drift_alert("error", clock / scale, self.slot.version))
         outputs += self.cards.flush(partition) + self.terminals.flush(partition) + self.scored.flush(partition)
         return outputs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,27 @@ def test_cached_terminal_states_follow_the_table(home: Path, tmp_path: Path) -> 
         p._subs.clear()
         assert {m: set(parts) for m, parts in p._terminal_view(merchants).items()} == cached, f"batch {k}"
     assert len({k.rpartition("\x1f")[2] for k in p.terminals}) == 3, "every partition wrote sub-keys"
+
+
+def test_a_time_scaled_model_sees_compressed_traffic_as_its_training_pace(home: Path, tmp_path: Path) -> None:
+    """The demo's model (time_scale k) scores traffic k times faster exactly as the normal model scores the same
+    traffic at normal pace: same features, scores and state; latency stays in event time."""
+    k = 4000.0
+    normal, fast = pipeline(home, tmp_path / "normal"), pipeline(home, tmp_path / "fast")
+    fast.slot.scorer.meta.extra["time_scale"] = k
+    slow_txs = txs(400, step=600.0)  # 6 days of a card's life...
+    fast_txs = [replace(t, ts=t.ts / k) for t in slow_txs]  # ...in about 2 minutes of event time
+    now = fast_txs[-1].ts + 0.25
+    a = scores(normal.process_batch(slow_txs, list(range(400)), 0, now * k))
+    b = scores(fast.process_batch(fast_txs, list(range(400)), 0, now))
+    assert [a[i]["probability"] for i in a] == [b[i]["probability"] for i in a]
+    assert b["t399"]["latency_ms"] == pytest.approx(250.0)
+    labels = [json.dumps({"id": t.id, "is_fraud": i % 9 == 0}).encode() for i, t in enumerate(slow_txs[:200])]
+    normal.process_labels(labels, 0, now * k)
+    fast.process_labels(labels, 0, now)
+    assert dict(normal.cards.items()) == dict(fast.cards.items())
+    assert dict(normal.terminals.items()) == dict(fast.terminals.items())
+    more = txs(100, "u", start=slow_txs[-1].ts + 600.0, step=600.0)
+    c = scores(normal.process_batch(more, list(range(400, 500)), 0, now * k))
+    d = scores(fast.process_batch([replace(t, ts=t.ts / k) for t in more], list(range(400, 500)), 0, now))
+    assert [c[i]["probability"] for i in c] == [d[i]["probability"] for i in c]
