@@ -445,11 +445,10 @@ class FraudPipeline(Pipeline):
             self._labels["joined"].inc(len(recs))
             rec = logged.unpack(recs, len(FEATURES))
             y = np.asarray(ys, dtype=bool)
-            scale = time_scale(self.slot.scorer.meta) if self.slot.scorer is not None else 1.0
+            meta = self.slot.scorer.meta if self.slot.scorer is not None else None
+            scale = time_scale(meta)
             clock = self.clock.get(partition) or max(self.clock.values(), default=0.0) or now * scale
-            delay = 7
-            if self.slot.scorer is not None:
-                delay = int(self.slot.scorer.meta.extra.get("label_delay_days", 7))
+            delay = int(meta.extra.get("label_delay_days", 7)) if meta is not None else 7
             self.engine(delay).apply_labels(self.cards, _SubKeys(self.terminals, partition, self._subs), rec.card,
                                             rec.merchant, rec.ts, y, label_ts=clock)
             known = ~np.isnan(rec.online_score)
