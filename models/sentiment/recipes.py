@@ -19,9 +19,14 @@ one registered model can be evaluated on both test parts
   macro-recall, the three figures the targets name.
 * ``fast``: ``lepton train sentiment`` on both files' training parts, distilled
   from the accurate model (``--teacher``).
+* ``ensemble``: registered models (``--member N`` or a version directory of any
+  registry, repeated) merged into one ONNX graph averaging their probabilities
+  (:mod:`.ensemble`), with weights fixed by the caller (``--weight``, default
+  equal). Nothing is trained or chosen.
 
     python -m models.sentiment.recipes accurate --airline A.csv.gz --semeval S.csv.gz --checkpoints DIR
     python -m models.sentiment.recipes fast --airline A.csv.gz --semeval S.csv.gz --teacher N
+    python -m models.sentiment.recipes ensemble --member DIR1 --member DIR2
 """
 
 from __future__ import annotations
@@ -230,9 +235,9 @@ def main() -> None:
     from streams.settings import get_settings
 
     parser = argparse.ArgumentParser(description="the recipes behind the sentiment README's numbers")
-    parser.add_argument("model", choices=("accurate", "fast"))
-    parser.add_argument("--airline", type=Path, required=True)
-    parser.add_argument("--semeval", type=Path, required=True)
+    parser.add_argument("model", choices=("accurate", "fast", "ensemble"))
+    parser.add_argument("--airline", type=Path, help="accurate, fast: the airline data set")
+    parser.add_argument("--semeval", type=Path, help="accurate, fast: the SemEval data set")
     parser.add_argument("--teacher", type=int, help="fast: the registered accurate version to distil")
     parser.add_argument("--checkpoints", type=Path, default=Path("reports/sentiment-accurate"),
                         help="accurate: where each epoch's weights and validation scores go")
@@ -240,10 +245,20 @@ def main() -> None:
                         help="accurate: no training; choose among the checkpoints already there and register")
     parser.add_argument("--refit-of", type=int,
                         help="accurate: refit on every training row with the epoch and offsets this version chose")
+    parser.add_argument("--member", action="append", default=[],
+                        help="ensemble: a registered version (N) or a version directory; repeat for each member")
+    parser.add_argument("--weight", type=float, action="append",
+                        help="ensemble: one weight per --member, in order (default: equal)")
     parser.add_argument("--promote", action="store_true")
     args = parser.parse_args()
     settings = get_settings()
-    if args.model == "accurate" and args.refit_of is not None:
+    if args.model != "ensemble" and (args.airline is None or args.semeval is None):
+        parser.error(f"{args.model} needs --airline FILE and --semeval FILE")
+    if args.model == "ensemble":
+        from .ensemble import register_ensemble
+
+        meta = register_ensemble(settings, args.member, args.weight, promote=args.promote)
+    elif args.model == "accurate" and args.refit_of is not None:
         meta = refit_accurate(settings, args.airline, args.semeval, args.refit_of,
                               promote=args.promote, log=lambda line: print(line, flush=True))
     elif args.model == "accurate":

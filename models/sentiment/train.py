@@ -135,23 +135,37 @@ def teacher_probabilities(settings: Any, version: int, texts: Sequence[str], pro
 
     Cached beside the teacher (``teacher-<digest>.npy``, keyed by the texts):
     the transformer takes a quarter of an hour for 44,000 texts on one core,
-    and refitting the fast model should not pay that again.
+    and refitting the fast model should not pay that again. An ensemble
+    (:mod:`.ensemble`) whose members are still on disk is scored as the
+    weighted mean of its members' (cached) probabilities, which is what its
+    merged graph computes.
     """
+    from .ensemble import member_paths
+
+    registry = ModelRegistry(settings.models_dir)
+    members = member_paths(registry.get("sentiment", version))
+    if members:
+        return sum(np.float32(w) * _scored(settings, d, texts, progress) for d, w in members).astype(np.float32)
+    return _scored(settings, registry.model_path("sentiment", version).parent, texts, progress)
+
+
+def _scored(settings: Any, directory: Path, texts: Sequence[str], progress: bool) -> np.ndarray:
+    """Probabilities of the registered version in ``directory``, cached there."""
     from models.onnx_runtime import OnnxScorer
+    from models.registry import META_FILE, MODEL_FILE
 
     from .scorer import TextScorer
 
-    registry = ModelRegistry(settings.models_dir)
-    cache = registry.model_path("sentiment", version).parent / f"teacher-{texts_digest(texts)}.npy"
+    cache = directory / f"teacher-{texts_digest(texts)}.npy"
     if cache.is_file():
         cached = np.load(cache)
         if cached.shape == (len(texts), len(LABELS)):
             return cached
-    scorer = TextScorer(OnnxScorer.from_registry(registry, "sentiment", version,
-                                                 threads=settings.onnx_threads))
+    meta = ModelMeta.from_json((directory / META_FILE).read_bytes())
+    scorer = TextScorer(OnnxScorer(directory / MODEL_FILE, meta, threads=settings.onnx_threads))
     out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
     step = 2048
-    with _bar(progress, len(texts), f"teacher v{version} ({scorer.kind}) scoring {len(texts)} texts") as report:
+    with _bar(progress, len(texts), f"teacher v{meta.version} ({scorer.kind}) scoring {len(texts)} texts") as report:
         for i in range(0, len(texts), step):
             out[i:i + step] = scorer.predict(list(texts[i:i + step]))
             report(min(i + step, len(texts)), float("nan"))
