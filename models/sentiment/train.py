@@ -207,14 +207,17 @@ def register_model(settings: Any, kind: str, encoder: Any, model: Any, *, metric
 def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, epochs: int | None = None,
                     promote: bool = True, progress: bool = False, *, model: str = "fast",
                     test_where: str | None = None, train_part_only: bool = False, seed: int = 0,
-                    teacher: int | None = None, word_vectors: bool = False) -> ModelMeta:
+                    teacher: int | None = None, word_vectors: bool = False,
+                    logit_offsets: Sequence[float] | None = None, notes: dict[str, Any] | None = None) -> ModelMeta:
     """Train ``model`` ("fast" or "accurate") on ``data`` (default: synthetic chat), export, register.
 
     ``train_part_only``: learn from each file's training part only (see the
     module doc), so that ``lepton evaluate sentiment --version N`` on the test
     parts is fair. Fast model only: ``teacher`` (a registered version, e.g.
     the accurate model) is distilled into it; ``word_vectors`` starts its word
-    embeddings from MiniLM (needs the ``accurate`` extra).
+    embeddings from MiniLM (needs the ``accurate`` extra); ``logit_offsets``
+    (negative, neutral, positive), chosen elsewhere on validation, are folded
+    into the final layer's bias after the refit. ``notes`` join the training metadata.
     """
     from .online import OnlineSentiment
 
@@ -235,6 +238,11 @@ def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, ep
     val = classification_metrics(y[val_rows], predict_torch(model, encoder, net, val_texts).argmax(1))
     if model == "fast":  # cheap: refit on every row now that validation has spoken
         encoder, net = fit(model, texts, y, soft=soft, **options)
+        if logit_offsets is not None:
+            import torch
+
+            with torch.no_grad():
+                net.out.bias += torch.tensor(np.asarray(logit_offsets), dtype=net.out.bias.dtype)
     online = OnlineSentiment(window=settings.sentiment_online_window)
     step = 2000
     with _bar(progress, len(texts), f"online model: learning {len(texts)} texts") as report:
@@ -247,7 +255,9 @@ def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, ep
                 "epochs": epochs, "seconds": round(time.time() - started, 1), "teacher_version": teacher,
                 "word_vectors": bool(word_vectors and model == "fast"),
                 "class_counts": np.bincount(y, minlength=3).tolist(),
-                "validation_confusion": val["confusion"]}
+                "validation_confusion": val["confusion"],
+                "logit_offsets": None if logit_offsets is None else [float(v) for v in logit_offsets],
+                **(notes or {})}
     metrics = {k: float(val[k]) for k in ("accuracy", "macro_f1", "macro_recall")}
     return register_model(settings, model, encoder, net, metrics=metrics, training=training, online=online,
                           promote=promote, check_texts=val_texts[:64])

@@ -1,0 +1,57 @@
+"""The fast recipe with logit offsets: chosen on validation rows the validation model never learned from,
+then folded into the refitted model's bias (serving unchanged), on tiny stand-ins for the two data sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from connectors.generators import ChatGenerator
+from models.onnx_runtime import OnnxScorer
+from models.registry import ModelRegistry
+from models.sentiment.recipes import choose_fast_offsets, fast
+from models.sentiment.scorer import TextScorer
+from models.sentiment.train import train_sentiment
+from streams.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """An 'airline' file (split by time) and a 'SemEval' file (split by source), both synthetic chat."""
+    root = tmp_path_factory.mktemp("data")
+    airline = ChatGenerator(seed=11, start_ts=1_700_000_000.0).batch(600)
+    semeval = ChatGenerator(seed=12, start_ts=1_700_000_000.0).batch(600).drop(columns=["ts"])
+    semeval["source"] = np.array(["twitter-2013train", "twitter-2016dev", "twitter-2016devtest",
+                                  "twitter-2016test"])[np.arange(600) % 4]
+    a, s = root / "airline.csv", root / "semeval.csv"
+    airline.to_csv(a, index=False)
+    semeval.to_csv(s, index=False)
+    return a, s
+
+
+def test_fast_offsets_are_chosen_on_validation_and_folded_into_the_bias(files, tmp_path) -> None:
+    a, s = files
+    settings = Settings(home=tmp_path / "home")
+    offsets, notes = choose_fast_offsets(settings, a, s, teacher=None, log=lambda line: None)
+    assert offsets[0] == 0 and np.all(np.abs(offsets) <= 1.0)
+    assert notes["offsets_validation"]["with"]["score"] >= notes["offsets_validation"]["without"]["score"]
+
+    shifted = fast(settings, a, s, teacher=None, progress=False, offsets=True, log=lambda line: None)
+    assert shifted.training["logit_offsets"] == pytest.approx(offsets.tolist())
+
+
+def test_offsets_folded_into_the_bias_shift_every_log_odds_by_them(files, tmp_path) -> None:
+    a, s = files
+    settings = Settings(home=tmp_path / "home")
+    common = {"test_where": "source=twitter-2016test", "train_part_only": True, "epochs": 2}
+    plain = train_sentiment(settings, [a, s], **common)
+    given = [0.0, 0.7, -0.4]
+    shifted = train_sentiment(settings, [a, s], logit_offsets=given, **common)
+    assert plain.training["logit_offsets"] is None and shifted.training["logit_offsets"] == given
+    registry = ModelRegistry(settings.models_dir)
+    texts = ["thanks so much, great help", "still waiting for my refund", "where is the gate", "ok"]
+    p0, p1 = (TextScorer(OnnxScorer.from_registry(registry, "sentiment", m.version, threads=1)).predict(texts)
+              for m in (plain, shifted))
+    # the same deterministic refit, only the bias moved: log-odds against 'negative' shift by the offsets
+    np.testing.assert_allclose(np.log(p1 / p1[:, :1]) - np.log(p0 / p0[:, :1]),
+                               np.broadcast_to(given, p0.shape), atol=1e-4)
