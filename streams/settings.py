@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     anomaly_hst_height: int = Field(6, ge=1, le=12, description="HalfSpaceTrees: tree height.")
     anomaly_hst_window: int = Field(250, ge=16, description="HalfSpaceTrees: frames per reference window.")
     anomaly_feedback_frames: int = Field(900, ge=0, description="Recent frames kept per equipment for maintenance labels.")
+    anomaly_ensemble_members: int = Field(1, ge=1, le=16, description="Training: autoencoders (different random inits) averaged in the one ONNX graph.")
     anomaly_target_far: float = Field(0.1, gt=0, lt=1, description="Training calibrates the threshold to this alert rate on held-out normal data.")
     anomaly_checkpoint_interval_s: float = Field(15.0, gt=0, description="An equipment's changed state is checkpointed to the state dir this long after it changed.")
     anomaly_checkpoint_budget_s: float = Field(0.1, gt=0, description="Most event-loop time spent writing checkpoints per second (the rest waits for the next tick).")

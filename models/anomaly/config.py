@@ -45,6 +45,7 @@ class AnomalyConfig:
     hst_trees: int = 10
     hst_height: int = 6  # River builds 2**(h+1) - 1 nodes per tree in Python: 6 costs ~25 ms per new equipment, 8 ~150
     hst_window: int = 250
+    ensemble_members: int = 1  # autoencoders averaged in the ONNX graph (training only; the worker runs the graph)
     feedback_frames: int = 900  # recent frames kept per equipment, so that labels can teach the detector
     seed: int = 0
 
@@ -55,6 +56,8 @@ class AnomalyConfig:
             raise ValueError("smoothing_frames, raise_after and clear_after must be >= 1")
         if not 0.0 <= self.detector_weight <= 1.0:
             raise ValueError("detector_weight must be within [0, 1]")
+        if self.ensemble_members < 1:
+            raise ValueError("ensemble_members must be >= 1")
 
     @classmethod
     def from_settings(cls, settings: Any) -> AnomalyConfig:

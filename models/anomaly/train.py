@@ -186,7 +186,7 @@ def calibrate_threshold(holdout: Sequence[Series], scorer: Any, config: AnomalyC
 def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs: int | None = None, seed: int = 0,
         target_far: float = DEFAULT_TARGET_FAR, source: str = "", progress: bool = False) -> Fit:
     """Train on normal series and calibrate; the :class:`Fit` carries ONNX bytes and metadata."""
-    from .autoencoder import INPUT_NAME, OUTPUT_NAME, export, train_autoencoder  # torch: training only
+    from .autoencoder import INPUT_NAME, OUTPUT_NAME, export, train_ensemble  # torch: training only
     config = config or AnomalyConfig()
     segs = [s for s in segments(normal, config.warmup_frames) if len(s) >= 40]
     if not segs:
@@ -212,18 +212,21 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
     # Per-sensor error scale from frames after a warm-up when there are enough of them (see train_autoencoder).
     scale_rows = after_warmup if len(after_warmup) >= MIN_SCALE_ROWS else None
     epochs = epochs or DEFAULT_EPOCHS
+    members = config.ensemble_members
     losses: list[float] = []
-    with progress_bar(progress, epochs, "training anomaly autoencoder") as bar:
-        def report(epoch: int, loss: float) -> None:
+    what = "training anomaly autoencoder" + (f"s (ensemble of {members})" if members > 1 else "")
+    with progress_bar(progress, members * epochs, what) as bar:
+        def report(step: int, loss: float) -> None:
             losses.append(loss)
-            bar(epoch)
+            bar(step)
 
-        model = train_autoencoder(x, epochs=epochs, seed=seed, clip=config.clip, scale_rows=scale_rows,
-                                  progress=report)
+        model = train_ensemble(x, members=members, epochs=epochs, seed=seed, clip=config.clip, scale_rows=scale_rows,
+                               progress=report)
     onnx_bytes = export(model)
     meta = ModelMeta(
         pipeline="anomaly", features=sensors, input_name=INPUT_NAME, output_name=OUTPUT_NAME, threshold=0.5,
-        extra={"kind": "deviation-autoencoder", "error_threshold": config.default_threshold,
+        extra={"kind": "deviation-autoencoder", "ensemble_members": members,
+               "error_threshold": config.default_threshold,
                "smoothing_frames": config.smoothing_frames, "warmup_frames": config.warmup_frames,
                "features_module": "models.anomaly.features"},
     )
@@ -239,7 +242,8 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
         warm_q.append(float(np.quantile(np.sqrt(contrib.mean(axis=1)), config.calibration_quantile)))
     reference = float(np.median(warm_q))
     scorer.meta = meta = meta.model_copy(update={"extra": {**meta.extra, "calibration_reference": reference}})
-    metrics: dict[str, float] = {"train_loss": float(losses[-1]), "train_rows": float(len(x)),
+    # the members' last epochs, averaged (one member: its last epoch)
+    metrics: dict[str, float] = {"train_loss": float(np.mean(losses[epochs - 1::epochs])), "train_rows": float(len(x)),
                                  "scale_rows": float(len(after_warmup) if scale_rows is not None else len(x))}
     threshold = config.default_threshold
     if holdout:
