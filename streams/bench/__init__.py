@@ -23,9 +23,10 @@ reads nothing while the variant works:
 * CPU seconds per 1,000 events over the same span.
 
 Latency. Each variant, on topics of its own, gets a paced load
-(:mod:`streams.bench.load`, event ``ts`` = send time) at 50 % of the slowest
+(:mod:`streams.bench.load`, event ``ts`` = the time the schedule says it happened;
+one record batch per partition every 10 ms, and the wait for it counts as latency) at 50 % of the slowest
 variant's median throughput; Lepton also at 50 % of its own. Latency is the
-output record's timestamp minus its input's send time (carried in the id);
+output record's timestamp minus its input's due time (carried in the id);
 the first seconds are warm-up and not counted. Each paced load runs ``runs``
 times (medians reported), and each segment records the worker's CPU use, the
 load average and how much latency grew through it: on a shared machine these
@@ -255,7 +256,7 @@ class _Session:
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     show_progress: bool = True
-    tick_ms: float = 2.0  # paced load: one send (a record batch per partition) every tick
+    tick_ms: float = 10.0  # paced load: one send (a record batch per partition) every tick
 
     @contextlib.contextmanager
     def progress(self, what: str, total: int) -> Iterator[Callable[[int], None]]:

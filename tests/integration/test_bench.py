@@ -65,3 +65,39 @@ def test_bench_produces_a_well_formed_result(broker: str, fraud_model_home: Path
     assert {"start", "end"} == set(written["loadavg"])
     assert set(written["targets"]) >= {"events_per_s_ratio_vs_faust", "latency_p99_ms_at_half_lepton_max"}
     assert png_out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paced_load_stamps_each_event_with_its_due_time(broker: str) -> None:
+    """Latency counts from when an event was due, so waiting for its tick's send is never hidden."""
+    import asyncio
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from connectors.admin import ensure_topics
+    from streams.bench.load import _paced, latency_id_time
+
+    topic = f"paced-{time.time_ns()}"
+    ensure_topics(broker, [topic], 2, settings=Settings(kafka_bootstrap=broker))
+    rate = 400.0
+    sent = asyncio.run(_paced(broker, topic, "fraud", rate=rate, seconds=1.0, tick_s=0.05))
+    assert sent["sent"] == 400
+
+    consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, consumer_timeout_ms=3000)
+    consumer.assign([TopicPartition(topic, p) for p in (0, 1)])
+    consumer.seek_to_beginning()
+    seen = {}
+    for record in consumer:
+        event = json.loads(record.value)
+        seq = int(event["id"].split("-")[1])
+        due = latency_id_time(event["id"])
+        seen[seq] = due
+        assert event["ts"] == pytest.approx(due, abs=1e-6)
+        assert record.timestamp / 1000.0 >= due - 0.002  # sent at or after it was due, never before
+        if len(seen) == sent["sent"]:
+            break
+    consumer.close()
+    assert sorted(seen) == list(range(400))
+    # The schedule, not the tick: event k was due k/rate after the start, even though
+    # 20 of them left together in each 50 ms tick.
+    for seq, due in seen.items():
+        assert due == pytest.approx(sent["started"] + seq / rate, abs=1e-5)
