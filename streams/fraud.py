@@ -58,6 +58,7 @@ from .pipeline import Pipeline
 from .records import InvalidRecord, Transaction, dumps, parse_transaction
 from .settings import Settings
 from .state.table import MemoryTable
+from .state.table import outputs as table_outputs
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,30 @@ def parse_label(raw: bytes | None) -> tuple[str, bool]:
     if y in (0, 1):
         return tx_id, bool(y)
     raise InvalidRecord("wrong_type", f"is_fraud must be a boolean, got {y!r}")
+
+
+_SEP, _HEAD = b',{"id":', b'{"id":'
+
+
+def dump_records(records: list[dict]) -> list[bytes]:
+    """Flat JSON objects whose first key is ``"id"``, serialized in one ``orjson.dumps`` call.
+
+    One call per record costs about 50 times more here (each call's output buffer is a fresh
+    allocation). The array is cut at ``,{"id":``, which cannot occur inside a JSON string (its
+    quotes are escaped) nor, in flat objects, anywhere else.
+
+    >>> recs = [{"id": 'a,{"id":b', "x": 1.5}, {"id": "c", "y": None}]
+    >>> [orjson.loads(v) for v in dump_records(recs)] == recs
+    True
+    """
+    if not records:
+        return []
+    parts = orjson.dumps(records, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(_SEP)
+    if len(parts) != len(records):  # not flat objects led by "id"
+        return [dumps(r) for r in records]
+    values = [parts[0]]
+    values += map(_HEAD.__add__, parts[1:])
+    return values
 
 
 class _ReadThrough(MutableMapping[str, bytes]):
@@ -298,25 +323,24 @@ class FraudPipeline(Pipeline):
         threshold = meta.threshold
         flagged = np.flatnonzero(probability >= threshold)
         explanations = self._explain(scorer, X[flagged[:EXPLAIN_MAX]], meta.extra)
-        out_topic = self.topics.output
-        outputs: list[Output] = []
-        append = outputs.append
         online_updates = self.online.updates
-        review = (probability >= threshold).tolist()
+        decision = np.where(probability >= threshold, "review", "approve").tolist()
         latency = np.round((now - event_ts) * 1000.0, 3).tolist()
-        for e, p, r, flag, lat in zip(events, np.round(probability.astype(np.float64), 6).tolist(),
-                                      np.round(online_scores, 6).tolist(), review, latency):
-            append(Output(out_topic, e.id.encode(), dumps({
-                "id": e.id,
-                "card": e.card,
-                "ts": e.ts,
-                "probability": p,
-                "decision": "review" if flag else "approve",
-                "model_version": version,
-                "online_score": r,
-                "online_updates": online_updates,
-                "latency_ms": lat,
-            })))
+        ids = [e.id for e in events]
+        values = dump_records([{
+            "id": tx_id,
+            "card": e.card,
+            "ts": e.ts,
+            "probability": p,
+            "decision": d,
+            "model_version": version,
+            "online_score": r,
+            "online_updates": online_updates,
+            "latency_ms": lat,
+        } for tx_id, e, p, r, d, lat in zip(ids, events, np.round(probability.astype(np.float64), 6).tolist(),
+                                            np.round(online_scores, 6).tolist(), decision, latency)])
+        outputs = table_outputs(self.topics.output, map(str.encode, ids), values)
+        append = outputs.append
         for k, i in enumerate(flagged.tolist()):
             top = explanations[k] if k < len(explanations) else []
             append(Output(self.alerts_topic, events[i].id.encode(),

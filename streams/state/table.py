@@ -32,12 +32,31 @@ worker (tests, evaluation).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from itertools import compress, repeat
+from operator import is_
 from typing import Any
 
 import faust
 
 from ..batching import Output
+
+_new = tuple.__new__
+
+
+def outputs(topic: str, keys: Iterable[bytes | None], values: Iterable[bytes | None]) -> list[Output]:
+    """One :class:`Output` per (key, value) pair, built in C (``tuple.__new__`` over ``zip``): the
+    NamedTuple's own constructor is a Python call per record, several times the cost.
+
+    >>> outputs("t", [b"a", b"b"], [b"1", None]) == [Output("t", b"a", b"1"), Output("t", b"b", None)]
+    True
+    """
+    return list(map(_new, repeat(Output), zip(repeat(topic), keys, values)))
+
+
+def _consume(iterator: Iterator[Any]) -> None:
+    deque(iterator, maxlen=0)
 
 
 class BatchTable(MutableMapping[str, bytes]):
@@ -68,6 +87,10 @@ class BatchTable(MutableMapping[str, bytes]):
 
     def partition_of(self, key: str) -> int | None:
         return self._partitions.get(key)
+
+    def keys_of(self, partition: int) -> list[str]:
+        """The stored keys written from (or recovered for) ``partition``: one pass over every key."""
+        return [k for k, p in list(self._partitions.items()) if p == partition]
 
     # -- reads see pending writes ------------------------------------------------------------
     def __getitem__(self, key: str) -> bytes:
@@ -130,19 +153,19 @@ class BatchTable(MutableMapping[str, bytes]):
         pending = self._pending
         if not pending:
             return []
-        topic = self.table.changelog_topic.get_topic_name()
-        outputs = [Output(topic, key.encode(), value) for key, value in pending.items()]  # type: ignore[arg-type]
-        # Straight into the memory store's dict (what its __setitem__ does, without the per-key calls).
+        records = outputs(self.table.changelog_topic.get_topic_name(), map(str.encode, pending), pending.values())
+        # Straight into the memory store's dict (what its __setitem__ does, without the per-key calls);
+        # every loop below runs in C.
         raw, where = self._raw, self._partitions
-        for key in [key for key, value in pending.items() if value is None]:
-            del pending[key]
-            raw.pop(key, None)  # type: ignore[attr-defined]
-            where.pop(key, None)
+        deleted = list(compress(pending, map(is_, pending.values(), repeat(None))))
         raw.update(pending)  # type: ignore[attr-defined]
         if partition is not None:
             where.update(dict.fromkeys(pending, partition))
+        if deleted:
+            _consume(map(raw.__delitem__, deleted))  # type: ignore[attr-defined]
+            _consume(map(where.pop, deleted, repeat(None)))
         pending.clear()
-        return outputs
+        return records
 
     def restore(self, partition: int, records: Sequence[Any]) -> None:
         """Apply changelog records (transport records: ``key``, ``value``) read back from ``partition``.
@@ -170,7 +193,7 @@ class BatchTable(MutableMapping[str, bytes]):
         """
         todo = self._sweeps.get(partition)
         if not todo:
-            todo = self._sweeps[partition] = [k for k, p in list(self._partitions.items()) if p == partition]
+            todo = self._sweeps[partition] = self.keys_of(partition)
         deleted = 0
         data, pending, where = self._raw, self._pending, self._partitions
         for _ in range(min(budget, len(todo))):
@@ -210,6 +233,9 @@ class MemoryTable(dict):
     def partition_of(self, key: str) -> int | None:
         return self._where.get(key)
 
+    def keys_of(self, partition: int) -> list[str]:
+        return [k for k, p in self._where.items() if p == partition]
+
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         get = self.get
         return [get(k) for k in keys]
@@ -225,7 +251,7 @@ class MemoryTable(dict):
     def sweep(self, partition: int, expired: Callable[[str, bytes], bool], budget: int) -> int:
         todo = self._sweeps.get(partition)
         if not todo:
-            todo = self._sweeps[partition] = [k for k, p in self._where.items() if p == partition]
+            todo = self._sweeps[partition] = self.keys_of(partition)
         deleted = 0
         for _ in range(min(budget, len(todo))):
             key = todo.pop()
