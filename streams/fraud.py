@@ -38,7 +38,10 @@ import logging
 import math
 import struct
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, MutableMapping
+from itertools import compress, repeat
+from operator import is_not
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,7 +68,10 @@ log = logging.getLogger(__name__)
 
 APPLIED = "\x00applied:"  # card-table key prefix: last input offset applied, per partition
 SUB = "\x1f"  # terminal sub-key separator (never in a validated id)
-SWEEP_BUDGET = 128  # card keys checked for expiry per batch (log records: one per transaction)
+# Expiry work per batch, proportional to its size (no fixed cost per batch): card keys checked
+# per transaction, terminal sub-keys per transaction, log ids popped per transaction (plus a floor).
+CARD_SWEEP_PER_TX, TERMINAL_SWEEP_PER_TX, LOG_POPS_PER_TX, LOG_POPS_MIN = 1 / 4, 1 / 16, 4, 256
+LOG_COMPACT_MIN = 4096  # a log queue is compacted when over twice its live ids plus this
 _TS = struct.Struct("<d")  # a logged record starts with its transaction time
 SUBS_MAX = 500_000  # terminals whose sub-states are cached (references to the table's values)
 EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
@@ -116,6 +122,45 @@ def dump_records(records: list[dict]) -> list[bytes]:
     values = [parts[0]]
     values += map(_HEAD.__add__, parts[1:])
     return values
+
+
+class _LogQueue:
+    """One partition's logged transaction ids in logging order (event-time order, nearly).
+
+    Retention expiry pops the head while its record is past the horizon, instead of
+    checking keys at random: a record costs one append and one pop. Ids whose record a
+    label already took are dropped when they reach the head, or all at once when they
+    are most of the queue, so memory follows the records still waiting for a label. A
+    queue starts from the table (after a start, a restart or a rebalance), sorted by time.
+    """
+
+    def __init__(self, table: Any, partition: int) -> None:
+        keys = table.keys_of(partition)
+        unpack = _TS.unpack_from
+        waiting = sorted((unpack(v)[0], k) for k, v in zip(keys, table.get_many(keys)) if v is not None)
+        self.ids: deque[str] = deque(k for _, k in waiting)
+        self.compact_at = 2 * len(self.ids) + LOG_COMPACT_MIN
+
+    def expire(self, table: Any, partition: int, horizon: float, budget: int) -> int:
+        """Delete (pending) the head's records logged before ``horizon``, popping at most ``budget`` ids."""
+        ids, get, unpack = self.ids, table.get, _TS.unpack_from
+        dead: list[str] = []
+        while ids and budget > 0:
+            budget -= 1
+            key = ids[0]
+            value = get(key)
+            if value is not None:
+                if unpack(value)[0] >= horizon:
+                    break
+                if table.partition_of(key) in (partition, None):  # None: written by this batch
+                    dead.append(key)
+            ids.popleft()
+        if dead:
+            table.update_many(dict.fromkeys(dead))
+        if len(ids) > self.compact_at:
+            self.ids = ids = deque(compress(ids, map(is_not, table.get_many(list(ids)), repeat(None))))
+            self.compact_at = 2 * len(ids) + LOG_COMPACT_MIN
+        return len(dead)
 
 
 class _ReadThrough(MutableMapping[str, bytes]):
@@ -208,6 +253,7 @@ class FraudPipeline(Pipeline):
         # by this worker's label writes (the only writer of its partitions' sub-keys) and expiry;
         # dropped entirely when partitions move (recovery writes sub-keys behind our back)
         self._subs: dict[str, dict[int, bytes]] = {}
+        self._logs: dict[int, _LogQueue] = {}  # partition -> its logged ids in order (dropped like _subs)
         self.checkpoint_path = self.settings.state_dir / "fraud" / "online.pkl"
         self.online = self._load_online()
         self.champion_quality = Prequential()
@@ -315,10 +361,13 @@ class FraudPipeline(Pipeline):
         self.clock[partition] = clock
 
         # Log what a label will need (features, scores), once per transaction.
+        ids = [e.id for e in events]
         if fresh_from < n:
             records = logged.pack(ts[fresh_from:], cards[fresh_from:], merchants[fresh_from:], X[fresh_from:],
                                   probability[fresh_from:], online_scores[fresh_from:])
-            self.scored.update_many({e.id: rec for e, rec in zip(events[fresh_from:], records)})
+            queue = self._log_queue(partition)
+            self.scored.update_many(dict(zip(ids[fresh_from:], records)))
+            queue.ids.extend(ids[fresh_from:])
 
         threshold = meta.threshold
         flagged = np.flatnonzero(probability >= threshold)
@@ -326,7 +375,6 @@ class FraudPipeline(Pipeline):
         online_updates = self.online.updates
         decision = np.where(probability >= threshold, "review", "approve").tolist()
         latency = np.round((now - event_ts) * 1000.0, 3).tolist()
-        ids = [e.id for e in events]
         values = dump_records([{
             "id": tx_id,
             "card": e.card,
@@ -375,13 +423,19 @@ class FraudPipeline(Pipeline):
     def _expire(self, partition: int, clock: float, engine: FeatureEngine, n: int) -> None:
         """Drop, a slice per batch, logged records past retention and cards/terminals no feature needs."""
         horizon = clock - self.settings.fraud_log_retention_days * DAY
-        # One check per logged record keeps a pass over the log shorter than the retention, so at most
-        # about twice the retention is ever kept; cards and terminals change far more slowly.
-        unpack = _TS.unpack_from
-        self.scored.sweep(partition, lambda k, v: unpack(v)[0] < horizon, max(SWEEP_BUDGET, n))
+        # The log in time order (one record per transaction); cards and terminals, which change far more
+        # slowly, a slice of keys per batch (a pass over them spans many batches).
+        self._log_queue(partition).expire(self.scored, partition, horizon, LOG_POPS_PER_TX * n + LOG_POPS_MIN)
         self.cards.sweep(partition, lambda k, v: not k.startswith(APPLIED) and engine.card_expired(v, clock),
-                         SWEEP_BUDGET)
-        self.terminals.sweep(partition, lambda k, v: self._terminal_gone(k, v, engine, clock), SWEEP_BUDGET // 4)
+                         int(n * CARD_SWEEP_PER_TX) + 1)
+        self.terminals.sweep(partition, lambda k, v: self._terminal_gone(k, v, engine, clock),
+                             int(n * TERMINAL_SWEEP_PER_TX) + 1)
+
+    def _log_queue(self, partition: int) -> _LogQueue:
+        queue = self._logs.get(partition)
+        if queue is None:
+            queue = self._logs[partition] = _LogQueue(self.scored, partition)
+        return queue
 
     def _terminal_gone(self, key: str, value: bytes, engine: FeatureEngine, clock: float) -> bool:
         """A terminal sub-key past expiry; its terminal's cached states go with it."""
@@ -553,6 +607,7 @@ class FraudPipeline(Pipeline):
 
         async def forget_merged(*_: Any, **__: Any) -> None:
             self._subs.clear()
+            self._logs.clear()  # recovery may have restored logged records: queues start again from the table
 
         self._forget_merged = forget_merged  # a signal holds its receivers weakly
         app.on_partitions_assigned.connect(forget_merged)

@@ -99,13 +99,15 @@ class BatchTable(MutableMapping[str, bytes]):
             if value is None:
                 raise KeyError(key)
             return value
-        return self._store[key]
+        return self._raw[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        """No exception for an absent key (the expiry and join paths look up many): a dict ``get``."""
+        pending = self._pending
+        if key in pending:
+            value = pending[key]
+            return default if value is None else value
+        return self._raw.get(key, default)
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         """Values of ``keys`` (None: absent), straight from the store's dict: the bulk read path."""

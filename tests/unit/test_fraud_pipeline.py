@@ -265,3 +265,30 @@ def test_a_time_scaled_model_sees_compressed_traffic_as_its_training_pace(home: 
     c = scores(normal.process_batch(more, list(range(400, 500)), 0, now * k))
     d = scores(fast.process_batch([replace(t, ts=t.ts / k) for t in more], list(range(400, 500)), 0, now))
     assert [c[i]["probability"] for i in c] == [d[i]["probability"] for i in c]
+
+
+def test_log_queue_starts_from_the_table_in_time_order_and_forgets_labelled_ids() -> None:
+    """After a restart the log's expiry order comes from the table; labelled ids do not pile up."""
+    import struct
+
+    from streams.fraud import LOG_COMPACT_MIN, _LogQueue
+    from streams.state.table import MemoryTable
+
+    table = MemoryTable()
+    rec = lambda t: struct.pack("<d", t) + b"rest"  # noqa: E731 - a logged record starts with its time
+    table.update_many({"late": rec(300.0), "early": rec(100.0), "mid": rec(200.0)})
+    table.flush(1)
+    table.update_many({"other": rec(50.0)})
+    table.flush(2)
+    queue = _LogQueue(table, 1)
+    assert list(queue.ids) == ["early", "mid", "late"], "this partition's records, oldest first"
+    assert queue.expire(table, 1, horizon=250.0, budget=10) == 2
+    table.flush(1)
+    assert sorted(table) == ["late", "other"] and list(queue.ids) == ["late"]
+    # Ids whose record a label took are compacted away once they are most of the queue.
+    ids = [f"t{i}" for i in range(3 * LOG_COMPACT_MIN)]
+    table.update_many({i: rec(400.0) for i in ids})
+    queue.ids.extend(ids)
+    table.update_many(dict.fromkeys(ids[:-10]))  # labelled: popped from the log
+    queue.expire(table, 1, horizon=250.0, budget=10)
+    assert list(queue.ids) == ["late", *ids[-10:]]
