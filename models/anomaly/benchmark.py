@@ -7,7 +7,8 @@ Every equipment first completes its warm-up; then the clock runs over
 inflate, and wall-clock time): grouping, normalization, the ONNX call, the River detector
 (scoring *and* learning), hysteresis, alerts and the JSON of every output record.
 
-``python -m models.anomaly.benchmark [--frames N] [--equipment N] [--batch N]``
+``python -m models.anomaly.benchmark [--frames N] [--equipment N] [--batch N]``; the configuration is the
+settings' (``LEPTON_ANOMALY_*``, e.g. ``LEPTON_ANOMALY_ENSEMBLE_MEMBERS=3`` or ``LEPTON_ANOMALY_HST_TREES=20``).
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ def benchmark(frames: int = 100_000, equipment: int = 20, batch: int = 2000, rep
     from streams.anomaly import AnomalyPipeline
     from streams.model_slot import ModelSlot
     from streams.records import SensorFrame
+    from streams.settings import get_settings
     from streams.topics import Topics
 
     from .config import AnomalyConfig
     from .train import fit, synthetic_series
 
     torch.set_num_threads(1)
-    config = AnomalyConfig()
+    config = AnomalyConfig.from_settings(get_settings())
     model = fit([s.head(1500) for s in synthetic_series(n_equipment=8, frames=1500, seed=seed + 1)], config,
                 epochs=epochs, seed=seed)
     gen = iter(SensorGenerator(seed=seed + 7, start_ts=time.time() - 86_400, n_equipment=equipment))
@@ -66,7 +68,8 @@ def benchmark(frames: int = 100_000, equipment: int = 20, batch: int = 2000, rep
     return {"frames_per_s": round(rate), "us_per_frame": round(1e6 / rate, 1), "passes": [round(x) for x in rates],
             "frames_per_cpu_s": round(cpu), "cpu_us_per_frame": round(1e6 / cpu, 1),
             "frames": frames, "equipment": equipment, "batch": batch, "sensors": 8, "outputs": outputs,
-            "detector_updates": updates, "load_average": os.getloadavg()[0], "cpus": os.cpu_count()}
+            "detector_updates": updates, "ensemble_members": config.ensemble_members, "hst_trees": config.hst_trees,
+            "load_average": os.getloadavg()[0], "cpus": os.cpu_count()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"AnomalyPipeline.process: {r['frames_per_cpu_s']} frames per CPU second ({r['cpu_us_per_frame']} µs of CPU "
           f"per frame); wall clock {r['frames_per_s']} frames/s ({r['us_per_frame']} µs/frame), "
           f"{r['equipment']} equipment x {r['sensors']} sensors, batches of {r['batch']}; passes {r['passes']}; "
-          f"River updates {r['detector_updates']}; load average {r['load_average']:.1f} on {r['cpus']} CPUs")
+          f"River updates {r['detector_updates']}; {r['ensemble_members']} autoencoder(s), {r['hst_trees']} trees; "
+          f"load average {r['load_average']:.1f} on {r['cpus']} CPUs")
     return 0
 
 

@@ -18,8 +18,10 @@ used to choose anything. The proxy here is built from normal data alone:
   :class:`~.engine.AnomalyEngine` and is scored like the benchmark (F1, FAR, MAR
   over all test frames together).
 
-``python -m models.anomaly.tuning DATA`` prints one line per candidate; the
-README records the grid that was run and the choice.
+``python -m models.anomaly.tuning DATA`` prints one line per candidate; with
+``--seeds 0,1,2,3`` one per candidate and model seed, then each candidate's seed
+means (``mean:`` lines; the injected faults stay the same across seeds). The
+README records the grids that were run and the choices.
 """
 
 from __future__ import annotations
