@@ -132,34 +132,76 @@ class _LogQueue:
     label already took are dropped when they reach the head, or all at once when they
     are most of the queue, so memory follows the records still waiting for a label. A
     queue starts from the table (after a start, a restart or a rebalance), sorted by time.
+
+    Ids are kept a batch to a tuple: a tuple of strings is not tracked by the garbage
+    collector, so a full collection visits one entry per batch instead of one per waiting
+    record (a plain deque of the ids of a 1.2-million-record log added 34 ms to every full
+    collection, and full collections stop the event loop).
+
+    >>> from streams.state.table import MemoryTable
+    >>> table = MemoryTable()
+    >>> queue = _LogQueue(table, 0)
+    >>> queue.append(["a", "b"]); queue.append(["c"])
+    >>> list(queue), len(queue)
+    (['a', 'b', 'c'], 3)
     """
 
     def __init__(self, table: Any, partition: int) -> None:
         keys = table.keys_of(partition)
         unpack = _TS.unpack_from
         waiting = sorted((unpack(v)[0], k) for k, v in zip(keys, table.get_many(keys)) if v is not None)
-        self.ids: deque[str] = deque(k for _, k in waiting)
-        self.compact_at = 2 * len(self.ids) + LOG_COMPACT_MIN
+        self._reset([k for _, k in waiting])
+
+    def _reset(self, ids: list[str]) -> None:
+        self.chunks: deque[tuple[str, ...]] = deque()
+        self.head = 0  # ids of chunks[0] before this index are popped
+        self.size = 0
+        self.append(ids)
+        self.compact_at = 2 * self.size + LOG_COMPACT_MIN
+
+    def append(self, ids: Sequence[str]) -> None:
+        """Ids just logged (one batch), at the tail."""
+        if ids:
+            self.chunks.append(tuple(ids))
+            self.size += len(ids)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[str]:
+        for i, chunk in enumerate(self.chunks):
+            yield from (chunk[self.head:] if i == 0 else chunk)
 
     def expire(self, table: Any, partition: int, horizon: float, budget: int) -> int:
         """Delete (pending) the head's records logged before ``horizon``, popping at most ``budget`` ids."""
-        ids, get, unpack = self.ids, table.get, _TS.unpack_from
+        chunks, get, unpack = self.chunks, table.get, _TS.unpack_from
         dead: list[str] = []
-        while ids and budget > 0:
-            budget -= 1
-            key = ids[0]
-            value = get(key)
-            if value is not None:
-                if unpack(value)[0] >= horizon:
-                    break
-                if table.partition_of(key) in (partition, None):  # None: written by this batch
-                    dead.append(key)
-            ids.popleft()
+        reached = False
+        while chunks and budget > 0 and not reached:
+            chunk, start = chunks[0], self.head
+            i, end = start, min(len(chunk), start + budget)
+            while i < end:
+                key = chunk[i]
+                value = get(key)
+                if value is not None:
+                    if unpack(value)[0] >= horizon:
+                        reached = True
+                        break
+                    if table.partition_of(key) in (partition, None):  # None: written by this batch
+                        dead.append(key)
+                i += 1
+            budget -= i - start
+            self.size -= i - start
+            if i == len(chunk):
+                chunks.popleft()
+                self.head = 0
+            else:
+                self.head = i
         if dead:
             table.update_many(dict.fromkeys(dead))
-        if len(ids) > self.compact_at:
-            self.ids = ids = deque(compress(ids, map(is_not, table.get_many(list(ids)), repeat(None))))
-            self.compact_at = 2 * len(ids) + LOG_COMPACT_MIN
+        if self.size > self.compact_at:
+            ids = list(self)
+            self._reset(list(compress(ids, map(is_not, table.get_many(ids), repeat(None)))))
         return len(dead)
 
 
@@ -367,7 +409,7 @@ class FraudPipeline(Pipeline):
                                   probability[fresh_from:], online_scores[fresh_from:])
             queue = self._log_queue(partition)
             self.scored.update_many(dict(zip(ids[fresh_from:], records)))
-            queue.ids.extend(ids[fresh_from:])
+            queue.append(ids[fresh_from:])
 
         threshold = meta.threshold
         flagged = np.flatnonzero(probability >= threshold)

@@ -281,14 +281,39 @@ def test_log_queue_starts_from_the_table_in_time_order_and_forgets_labelled_ids(
     table.update_many({"other": rec(50.0)})
     table.flush(2)
     queue = _LogQueue(table, 1)
-    assert list(queue.ids) == ["early", "mid", "late"], "this partition's records, oldest first"
+    assert list(queue) == ["early", "mid", "late"], "this partition's records, oldest first"
     assert queue.expire(table, 1, horizon=250.0, budget=10) == 2
     table.flush(1)
-    assert sorted(table) == ["late", "other"] and list(queue.ids) == ["late"]
+    assert sorted(table) == ["late", "other"] and list(queue) == ["late"]
     # Ids whose record a label took are compacted away once they are most of the queue.
     ids = [f"t{i}" for i in range(3 * LOG_COMPACT_MIN)]
     table.update_many({i: rec(400.0) for i in ids})
-    queue.ids.extend(ids)
+    queue.append(ids)
     table.update_many(dict.fromkeys(ids[:-10]))  # labelled: popped from the log
     queue.expire(table, 1, horizon=250.0, budget=10)
-    assert list(queue.ids) == ["late", *ids[-10:]]
+    assert list(queue) == ["late", *ids[-10:]]
+
+
+def test_log_queue_expires_across_batches_within_its_budget_and_stays_out_of_the_gc() -> None:
+    """Expiry walks the per-batch chunks in order, stops at the budget or the horizon; chunks are untracked."""
+    import gc
+    import struct
+
+    from streams.fraud import _LogQueue
+    from streams.state.table import MemoryTable
+
+    table = MemoryTable()
+    queue = _LogQueue(table, 0)
+    for b in range(5):  # five batches of three, times 0..14
+        ids = [f"b{b}-{i}" for i in range(3)]
+        table.update_many({k: struct.pack("<d", 3 * b + i) for i, k in enumerate(ids)})
+        queue.append(ids)
+    table.flush(0)
+    assert queue.expire(table, 0, horizon=100.0, budget=4) == 4, "the budget caps the pops, across a batch boundary"
+    table.flush(0)
+    assert list(queue)[:2] == ["b1-1", "b1-2"] and len(queue) == 11
+    assert queue.expire(table, 0, horizon=8.5, budget=100) == 5, "stops at the first record inside the horizon"
+    table.flush(0)
+    assert list(queue) == ["b3-0", "b3-1", "b3-2", "b4-0", "b4-1", "b4-2"] and sorted(table) == list(queue)
+    gc.collect()
+    assert not any(gc.is_tracked(chunk) for chunk in queue.chunks), "full collections skip the waiting ids"
