@@ -32,6 +32,46 @@ import numpy as np
 from river import anomaly
 
 
+CALIBRATIONS = ("quantile", "tail", "mad")
+TAIL_FRACTION = 0.2  # "tail": the exponential tail is fitted to this top share of the warm-up scores
+NORMAL_Z = {0.95: 1.6449, 0.975: 1.96, 0.99: 2.3263, 0.995: 2.5758, 0.999: 3.0902}
+
+
+def calibration_high(scores: np.ndarray, quantile: float = 0.99, method: str = "quantile") -> float:
+    """The warm-up score that maps to detector ratio 1: an estimate of the scores' ``quantile``.
+
+    * ``quantile``: the empirical quantile (of 400 warm-up scores, the 99th rests on the 4 largest);
+    * ``tail``: peaks over threshold with an exponential tail (GPD of shape 0) fitted to the top
+      ``TAIL_FRACTION`` of the scores: ``q + mean excess over q * ln(TAIL_FRACTION / (1 - quantile))``,
+      where ``q`` is their ``1 - TAIL_FRACTION`` quantile (80 scores of 400 instead of 4);
+    * ``mad``: a normal fit of all of them, ``median + z(quantile) * 1.4826 * MAD``.
+
+    >>> s = np.random.default_rng(0).exponential(size=100_000)
+    >>> [round(calibration_high(s, 0.99, m), 1) for m in CALIBRATIONS]  # exponential: ln(100) = 4.6; a normal fit is too low
+    [4.6, 4.6, 2.3]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if method == "quantile" or len(s) < 10:
+        return float(np.quantile(s, quantile))
+    if method == "tail":
+        tail_q = 1.0 - TAIL_FRACTION
+        if quantile <= tail_q:
+            return float(np.quantile(s, quantile))
+        u = float(np.quantile(s, tail_q))
+        excess = s[s > u] - u
+        mean_excess = float(excess.mean()) if len(excess) else 0.0
+        return u + mean_excess * float(np.log(TAIL_FRACTION / (1.0 - quantile)))
+    if method == "mad":
+        med = float(np.median(s))
+        z = NORMAL_Z.get(round(quantile, 4))
+        if z is None:
+            from statistics import NormalDist
+
+            z = NormalDist().inv_cdf(quantile)
+        return med + z * 1.4826 * float(np.median(np.abs(s - med)))
+    raise ValueError(f"unknown detector calibration {method!r} (one of {', '.join(CALIBRATIONS)})")
+
+
 class OnlineDetector:
     """River ``HalfSpaceTrees`` on per-equipment min-max scaled deviations, plus its calibration."""
 
@@ -52,8 +92,8 @@ class OnlineDetector:
 
     # --- life cycle --------------------------------------------------------------
 
-    def fit(self, warm: np.ndarray, quantile: float = 0.99) -> None:
-        """Scale from the warm-up deviations, learn them, calibrate the score on them."""
+    def fit(self, warm: np.ndarray, quantile: float = 0.99, method: str = "quantile") -> None:
+        """Scale from the warm-up deviations, learn them, calibrate the score on them (:func:`calibration_high`)."""
         warm = np.asarray(warm, dtype=np.float64)
         lo, hi = warm.min(axis=0), warm.max(axis=0)
         pad = np.maximum(0.1 * (hi - lo), 1e-3)
@@ -66,7 +106,7 @@ class OnlineDetector:
         self.learn(warm)
         s = self.score(warm)
         self.median = float(np.median(s))
-        self.high = float(max(np.quantile(s, quantile), self.median + 1e-3))
+        self.high = float(max(calibration_high(s, quantile, method), self.median + 1e-3))
 
     def scaled(self, d: np.ndarray) -> np.ndarray:
         return (np.asarray(d, dtype=np.float64) - self.lo) / self.span

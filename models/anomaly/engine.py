@@ -290,7 +290,7 @@ class AnomalyEngine:
         st.calibration = warm.astype(np.float32)
         st.detector = OnlineDetector(len(st.sensors), trees=cfg.hst_trees, height=cfg.hst_height,
                                      window=cfg.hst_window, seed=cfg.seed)
-        st.detector.fit(warm, cfg.calibration_quantile)
+        st.detector.fit(warm, cfg.calibration_quantile, cfg.detector_calibration)
         self._calibrate_scale(st, scorer)
 
     def _calibrate_scale(self, st: EquipmentState, scorer: Any) -> None:

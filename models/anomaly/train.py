@@ -89,15 +89,23 @@ def segments(series: Sequence[Series], warmup: int) -> list[Series]:
     return out
 
 
-def split_holdout(segs: Sequence[Series], warmup: int) -> list[Series]:
+def split_holdout(segs: Sequence[Series], warmup: int, mode: str = "long") -> list[Series]:
     """The segments held out to calibrate the threshold: a quarter of them, taken among those long enough
     for a full warm-up and as much scoring after it when there are any (short ones would be judged with
-    a half-length warm-up, noisier than the worker's)."""
+    a half-length warm-up, noisier than the worker's).
+
+    ``mode="mixed"`` also holds out a quarter of the short segments (e.g. benchmark runs' training parts),
+    judged with a half-length warm-up: a run's own drift after its warm-up then counts in the threshold.
+    """
     long = [s for s in segs if len(s) >= 2 * warmup]
     pool = long if len(long) >= 2 else list(segs)
     if len(pool) < 2:
         return []
-    return pool[3::4] or pool[-1:]
+    held = pool[3::4] or pool[-1:]
+    if mode == "mixed" and pool is long:
+        short = [s for s in segs if len(s) < 2 * warmup]
+        held = held + short[3::4]
+    return held
 
 
 def deviations(seg: Series, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +203,7 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
     for s in segs:
         sensors.extend(x for x in s.sensors if x not in sensors)
     pos = {name: i for i, name in enumerate(sensors)}
-    holdout = split_holdout(segs, config.warmup_frames)
+    holdout = split_holdout(segs, config.warmup_frames, config.calibration_holdout)
     held = {id(s) for s in holdout}
     train_segs = [s for s in segs if id(s) not in held]
     rows, live, warm_q = [], [], []

@@ -154,7 +154,8 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
 
     results = []
     model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip",
-                              "drift_lag", "drift_min_halflife_frames", "ensemble_members") if k in grid]
+                              "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout")
+                  if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
     for model_values, model_seed in itertools.product(itertools.product(*(grid[k] for k in model_keys)), seeds):
         base = replace(AnomalyConfig(warmup_frames=warmup, seed=model_seed), **dict(zip(model_keys, model_values)))
@@ -209,7 +210,8 @@ def _holdout_of(normal: Sequence[Series], config: AnomalyConfig) -> list[Series]
     """The segments :func:`.train.fit` held out (same rule), for re-calibrating the threshold per candidate."""
     from .train import segments, split_holdout
 
-    return split_holdout([s for s in segments(normal, config.warmup_frames) if len(s) >= 40], config.warmup_frames)
+    return split_holdout([s for s in segments(normal, config.warmup_frames) if len(s) >= 40], config.warmup_frames,
+                         config.calibration_holdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
