@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(2.0, gt=0)
     rebalance_timeout_s: float = Field(30.0, gt=0)
     onnx_threads: int = Field(1, ge=1, description="intra-op threads per ONNX session.")
+    gc_young_threshold: int = Field(
+        100_000, ge=0, description="Net container allocations between young-generation garbage collections in a "
+        "worker (0: Python's default, 700); a batch's records outlive many collections at 700.")
     pipelines: list[str] = Field(default_factory=lambda: ["fraud"], description="Pipelines a worker runs.")
 
     # --- Fraud -----------------------------------------------------------------

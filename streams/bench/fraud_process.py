@@ -85,7 +85,7 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     from models.registry import ModelRegistry
 
     from ..fraud import FraudPipeline
-    from ..gc_pauses import freeze_long_lived
+    from ..gc_pauses import freeze_long_lived, set_young_threshold
     from ..model_slot import ModelSlot
     from ..records import Transaction
     from ..state.table import BatchTable
@@ -129,6 +129,7 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     # also takes the harness's own inputs (one tracked Transaction per row, never in a worker's heap) out of
     # the full collections, which would otherwise charge their traversal to the fraud code.
     freeze_long_lived()
+    set_young_threshold(settings.gc_young_threshold)
     offsets = np.zeros(parts, dtype=np.int64)
     labelled = 0
     spent = 0.0
