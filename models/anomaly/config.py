@@ -37,13 +37,13 @@ class AnomalyConfig:
     learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
     clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
     default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one
-    calibration_holdout: str = "long"  # training: threshold calibrated on held-out long segments, or "mixed" (+ short ones)
+    calibration_holdout: str = "mixed"  # training: threshold calibrated on held-out long segments plus short ones, or "long" only
     calibration_quantile: float = 0.99  # of the equipment's warm-up scores, compared with the training reference
     raise_after: int = 5  # k: consecutive anomalous frames that raise an alert
     clear_after: int = 5  # m: consecutive normal frames that clear it
     top_sensors: int = 3  # sensors named in scores and alerts
-    detector_weight: float = 0.5  # share of the River detector in the blended score (the rest: the ONNX model)
-    detector_calibration: str = "quantile"  # River ratio's 1: warm-up scores' quantile, "tail" (fitted) or "mad" (normal fit)
+    detector_weight: float = 0.25  # share of the River detector in the blended score (the rest: the ONNX model)
+    detector_calibration: str = "tail"  # River ratio's 1: a tail fitted to warm-up scores, or their "quantile", or "mad" (normal fit)
     hst_trees: int = 10
     hst_height: int = 6  # River builds 2**(h+1) - 1 nodes per tree in Python: 6 costs ~25 ms per new equipment, 8 ~150
     hst_window: int = 250

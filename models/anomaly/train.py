@@ -38,7 +38,7 @@ from .engine import AnomalyEngine
 from .features import Baseline
 
 DEFAULT_EPOCHS = 30
-DEFAULT_TARGET_FAR = 0.1
+DEFAULT_TARGET_FAR = 0.125  # = the anomaly_target_far setting (round 8 of models/anomaly/README.md)
 MIN_SCALE_ROWS = 500
 FEED_ROWS = 50  # rows per Baseline.feed while building training deviations (the worker's batches are similar)
 SYNTHETIC_EQUIPMENT = 20
