@@ -114,8 +114,7 @@ class BatchTable(MutableMapping[str, bytes]):
         pending, data = self._pending, self._raw
         if pending:
             return [pending[k] if k in pending else data.get(k) for k in keys]
-        get = data.get
-        return [get(k) for k in keys]
+        return list(map(data.get, keys))
 
     @property
     def _raw(self) -> Mapping[str, bytes]:
