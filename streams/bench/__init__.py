@@ -28,8 +28,8 @@ one record batch per partition every 10 ms, and the wait for it counts as latenc
 variant's median throughput; Lepton also at 50 % of its own. Latency is the
 output record's timestamp minus its input's due time (carried in the id);
 the first seconds are warm-up and not counted. Each paced load runs ``runs``
-times (medians reported), each time on fresh topics with a fresh worker (the embedded
-broker's fetch slows as a topic grows), and each segment records the worker's CPU use, the
+times (medians reported), each time with a fresh worker, fresh topics and, on the
+embedded broker, a fresh broker (it slows as it accumulates records), and each segment records the worker's CPU use, the
 load average and how much latency grew through it: on a shared machine these
 say whether the rate really was below saturation at that moment.
 
@@ -258,6 +258,30 @@ class _Session:
 
     show_progress: bool = True
     tick_ms: float = 10.0  # paced load: one send (a record batch per partition) every tick
+    embedded: bool = False  # the session's broker is an embedded one it started
+
+    @contextlib.contextmanager
+    def fresh_broker(self) -> Iterator[None]:
+        """A new embedded broker for one paced segment (on an embedded session), then the session's again.
+
+        The embedded broker slows as it accumulates records: under the same paced load, a
+        bare consumer on one topic went from p99 101 to 320 ms over five 20 s segments, and
+        fresh topics and workers on one broker still from 169-265 to 527 ms over six. A
+        Kafka cluster does not (it finds offsets through its index), so each latency segment
+        gets a broker of its own: what is measured is the variant, not the broker's history.
+        """
+        if not self.embedded:
+            yield
+            return
+        from connectors.broker import EmbeddedBroker
+
+        outer = self.bootstrap
+        with EmbeddedBroker(self.settings) as broker:
+            self.bootstrap = broker.bootstrap
+            try:
+                yield
+            finally:
+                self.bootstrap = outer
 
     @contextlib.contextmanager
     def progress(self, what: str, total: int) -> Iterator[Callable[[int], None]]:
@@ -421,44 +445,45 @@ class _Session:
     # latency ------------------------------------------------------------------------------
     def latency(self, variant: str, segments: list[tuple[float, str]], seconds: float, k: int,
                 report: Callable[[LatencyResult], None] = lambda r: None) -> list[LatencyResult]:
-        """A paced load per (rate, basis), one after the other, each on fresh topics with a fresh worker.
-
-        Fresh topics because the embedded broker's fetch at the tail of a topic slows as the
-        topic grows: a bare consumer under the same paced load on one topic went from p99 101 to
-        320 ms over five 20 s segments (a Kafka broker finds an offset through its index, whatever
-        the topic's size). A worker reused across segments measured that, not itself.
-        """
+        """A paced load per (rate, basis), one after the other, each with a fresh worker, topics and
+        (embedded) broker: see :meth:`fresh_broker`."""
         results = []
         for i, (rate, basis) in enumerate(segments):
             prefix = f"{self.prefix}lat{k}-{i}-{variant}."
-            self.create_topics(prefix, ["fraud"])
-            topics = self.topics(prefix).pipeline("fraud")
-            proc, log = self.start(variant, "fraud", prefix, f"fraud-{variant}-latency{i}")
-            try:
-                self._await_first_answer(variant, proc, log, topics)
-                time.sleep(0.2)
-                start = self.end_offsets(topics.output)
-                load_start, cpu_start, t_start = _loadavg(), _cpu_seconds(proc.pid), time.time()
-                load = subprocess.run(
-                    [sys.executable, "-m", "streams.bench.load", "--bootstrap", self.bootstrap, "--topic",
-                     topics.input, "--pipeline", "fraud", "--rate", str(rate), "--seconds", str(seconds),
-                     "--tick-ms", str(self.tick_ms)],
-                    cwd=ROOT, capture_output=True, text=True, timeout=seconds * 3 + 120,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)})
-                if load.returncode != 0:
-                    raise BenchError(f"the load generator failed:\n{load.stderr[-3000:]}")
-                sent = json.loads(load.stdout)
-                end = self.wait_outputs(proc, log, topics.output, start, sent["sent"], f"{variant} (latency)", 60)
-                cpu_end, t_end = _cpu_seconds(proc.pid), time.time()
-                result = self._latencies(variant, basis, rate, sent, topics.output, start, end, seconds)
-                if cpu_start is not None and cpu_end is not None:
-                    result.worker_cpu_cores = (cpu_end - cpu_start) / max(t_end - t_start, 1e-3)
-                result.loadavg_start, result.loadavg_end = load_start, _loadavg()
-                report(result)
-                results.append(result)
-            finally:
-                self.stop(proc)
+            with self.fresh_broker():
+                results.append(self._paced_segment(variant, rate, basis, seconds, prefix, i, report))
         return results
+
+    def _paced_segment(self, variant: str, rate: float, basis: str, seconds: float, prefix: str, i: int,
+                       report: Callable[[LatencyResult], None]) -> LatencyResult:
+        """One paced load on fresh topics, read by a fresh worker of ``variant``."""
+        self.create_topics(prefix, ["fraud"])
+        topics = self.topics(prefix).pipeline("fraud")
+        proc, log = self.start(variant, "fraud", prefix, f"fraud-{variant}-latency{i}")
+        try:
+            self._await_first_answer(variant, proc, log, topics)
+            time.sleep(0.2)
+            start = self.end_offsets(topics.output)
+            load_start, cpu_start, t_start = _loadavg(), _cpu_seconds(proc.pid), time.time()
+            load = subprocess.run(
+                [sys.executable, "-m", "streams.bench.load", "--bootstrap", self.bootstrap, "--topic",
+                 topics.input, "--pipeline", "fraud", "--rate", str(rate), "--seconds", str(seconds),
+                 "--tick-ms", str(self.tick_ms)],
+                cwd=ROOT, capture_output=True, text=True, timeout=seconds * 3 + 120,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+            if load.returncode != 0:
+                raise BenchError(f"the load generator failed:\n{load.stderr[-3000:]}")
+            sent = json.loads(load.stdout)
+            end = self.wait_outputs(proc, log, topics.output, start, sent["sent"], f"{variant} (latency)", 60)
+            cpu_end, t_end = _cpu_seconds(proc.pid), time.time()
+            result = self._latencies(variant, basis, rate, sent, topics.output, start, end, seconds)
+            if cpu_start is not None and cpu_end is not None:
+                result.worker_cpu_cores = (cpu_end - cpu_start) / max(t_end - t_start, 1e-3)
+            result.loadavg_start, result.loadavg_end = load_start, _loadavg()
+            report(result)
+            return result
+        finally:
+            self.stop(proc)
 
     def _await_first_answer(self, variant: str, proc: subprocess.Popen, log: Path, topics: Any) -> None:
         """Probe until the variant answers: its start-up and group join are not latency."""
@@ -655,7 +680,7 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
          json_out: Path | None, plot_out: Path | None, latency_seconds: float, quix_python: str | None,
          command: str | None, echo: Callable[[str], None], progress: bool,
          latency_variants: list[str] | None) -> dict[str, Any]:
-    from ..kafka_session import kafka
+    from ..kafka_session import _published, kafka
     from .load import prefill
 
     variants = list(variants or FRAUD_VARIANTS)
@@ -693,9 +718,10 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
     logs.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
     latencies: list[LatencyResult] = []
+    embedded = not settings.kafka_bootstrap and not _published(settings)
     with kafka(settings, create_topics=False) as bootstrap:
         session = _Session(settings, bootstrap, f"{settings.topic_prefix}bench{stamp}.", logs, quix_python, echo,
-                           show_progress=progress)
+                           show_progress=progress, embedded=embedded)
         try:
             session.create_topics(session.prefix, chosen)
             for p in chosen:
@@ -729,7 +755,8 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
                     latencies += session.latency(v, segments, latency_seconds, k, report)
                 if "lepton" in medians:
                     for k in range(runs):
-                        lr = session.floor(0.5 * medians["lepton"], latency_seconds, k)
+                        with session.fresh_broker():  # as each variant's segment has
+                            lr = session.floor(0.5 * medians["lepton"], latency_seconds, k)
                         echo(f"  latency floor (load generator, broker and a bare consumer) at "
                              f"{lr.achieved_rate_per_s:,.0f} events/s: p50 {lr.p50_ms:,.1f} ms  p99 {lr.p99_ms:,.1f} ms")
                         latencies.append(lr)
