@@ -21,8 +21,9 @@ traversed and promoted again and again. In ``lepton bench`` runs alternating the
 True
 >>> gc.unfreeze()  # (a test process must not keep its garbage)
 >>> before = gc.get_threshold()
->>> set_young_threshold(100_000); gc.get_threshold()[0]
+>>> freeze_long_lived(young_threshold=100_000) > 0 and gc.get_threshold()[0]
 100000
+>>> gc.unfreeze()
 >>> gc.set_threshold(*before)
 """
 
@@ -34,8 +35,12 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def freeze_long_lived() -> int:
-    """Collect once, then exempt every surviving object from later collections; returns how many."""
+def freeze_long_lived(young_threshold: int = 0) -> int:
+    """Collect once, then exempt every surviving object from later collections; returns how many.
+
+    ``young_threshold`` (``LEPTON_GC_YOUNG_THRESHOLD``): see :func:`set_young_threshold`.
+    """
+    set_young_threshold(young_threshold)
     gc.collect()
     gc.freeze()
     frozen = gc.get_freeze_count()

@@ -25,6 +25,7 @@ from .settings import Settings
 
 
 def _published(settings: Settings) -> str | None:
+    """The bootstrap of a running embedded broker another Lepton process published in the home."""
     path = settings.home / "broker.json"
     try:
         info = json.loads(path.read_text())
@@ -36,6 +37,11 @@ def _published(settings: Settings) -> str | None:
     except BrokerUnreachable:
         return None
     return str(info["bootstrap"])
+
+
+def starts_embedded_broker(settings: Settings) -> bool:
+    """True when :func:`kafka` will start an embedded broker of its own (no cluster, none running)."""
+    return not settings.kafka_bootstrap and _published(settings) is None
 
 
 @contextlib.contextmanager

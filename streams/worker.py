@@ -7,7 +7,7 @@ import logging
 import faust
 
 from .app import create_app
-from .gc_pauses import freeze_long_lived, set_young_threshold
+from .gc_pauses import freeze_long_lived
 from .kafka_session import kafka
 from .settings import Settings
 
@@ -26,8 +26,8 @@ def run_worker(settings: Settings) -> None:
             train_pipeline(settings, name, progress=True)
     with kafka(settings) as bootstrap:
         runtime = create_app(settings, bootstrap)
-        freeze_long_lived()  # models loaded, modules imported: none of it will become garbage
-        set_young_threshold(settings.gc_young_threshold)
+        # models loaded, modules imported: none of it will become garbage
+        freeze_long_lived(settings.gc_young_threshold)
         w = faust.Worker(runtime.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
         try:
             w.execute_from_commandline()

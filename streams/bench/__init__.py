@@ -29,8 +29,8 @@ variant's median throughput; Lepton also at 50 % of its own. Latency is the
 output record's timestamp minus its input's due time (carried in the id);
 the first seconds are warm-up and not counted. Each paced load runs ``runs``
 times (medians reported), each time with a fresh worker, fresh topics and, on the
-embedded broker, a fresh broker (it slows as it accumulates records), and each segment records the worker's CPU use, the
-load average and how much latency grew through it: on a shared machine these
+embedded broker, a fresh broker (it slows as it accumulates records); each segment
+records the worker's CPU use, the load average and how much latency grew through it: on a shared machine these
 say whether the rate really was below saturation at that moment.
 
 Other pipelines (sentiment, anomaly): when ``streams.app.PIPELINE_FACTORIES``
@@ -680,7 +680,7 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
          json_out: Path | None, plot_out: Path | None, latency_seconds: float, quix_python: str | None,
          command: str | None, echo: Callable[[str], None], progress: bool,
          latency_variants: list[str] | None) -> dict[str, Any]:
-    from ..kafka_session import _published, kafka
+    from ..kafka_session import kafka, starts_embedded_broker
     from .load import prefill
 
     variants = list(variants or FRAUD_VARIANTS)
@@ -718,7 +718,7 @@ def _run(settings: Settings, events: int, runs: int, variants: list[str] | None,
     logs.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
     latencies: list[LatencyResult] = []
-    embedded = not settings.kafka_bootstrap and not _published(settings)
+    embedded = starts_embedded_broker(settings)
     with kafka(settings, create_topics=False) as bootstrap:
         session = _Session(settings, bootstrap, f"{settings.topic_prefix}bench{stamp}.", logs, quix_python, echo,
                            show_progress=progress, embedded=embedded)

@@ -85,7 +85,7 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     from models.registry import ModelRegistry
 
     from ..fraud import FraudPipeline
-    from ..gc_pauses import freeze_long_lived, set_young_threshold
+    from ..gc_pauses import freeze_long_lived
     from ..model_slot import ModelSlot
     from ..records import Transaction
     from ..state.table import BatchTable
@@ -128,8 +128,7 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     # As the worker does once started (streams/worker.py): what exists now never becomes garbage. Here that
     # also takes the harness's own inputs (one tracked Transaction per row, never in a worker's heap) out of
     # the full collections, which would otherwise charge their traversal to the fraud code.
-    freeze_long_lived()
-    set_young_threshold(settings.gc_young_threshold)
+    freeze_long_lived(settings.gc_young_threshold)
     offsets = np.zeros(parts, dtype=np.int64)
     labelled = 0
     spent = 0.0
