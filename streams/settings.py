@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(2000, ge=1, description="Most events in one micro-batch.")
     max_wait_ms: int = Field(100, ge=1, description="Longest wait for a fetch (bounds batch latency).")
     max_inflight_batches: int = Field(4, ge=1, description="Batches whose outputs may await the broker's ack at once.")
+    max_merged_batches: int = Field(
+        8, ge=1, description="Most batches of one fetch (one per partition, or a long run cut at max_batch) "
+        "processed in one pipeline call: fixed costs per call are paid once per fetch (1: one call per batch).")
     fetch_max_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Consumer max fetch size.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often offsets are committed.")
     session_timeout_s: float = Field(
@@ -122,6 +125,7 @@ class Settings(BaseSettings):
     anomaly_adapt_frames: int = Field(500, ge=1, description="An equipment's baseline adapts once every this many of its frames, at fixed counts (scores do not depend on batching).")
     anomaly_adapt_gate: float = Field(3.0, ge=0, description="During an alert, sensors within +-this many sd of normal keep following drift at the full rate (0: off).")
     anomaly_learn_delay_frames: int = Field(0, ge=0, description="Frames teach an equipment's baseline this many frames later, and not as normal if an alert was raised meanwhile (its onset).")
+    anomaly_dynamics_frames: int = Field(0, ge=0, description="Per sensor also a dynamics feature: the mean absolute first difference of its standardized reading over this many frames (EWMA span; 0: off).")
     anomaly_learn_below: float = Field(1.0, gt=0, le=1, description="Frames teach the normal spread and the River detector only under this score ratio (1 = threshold).")
     anomaly_clip: float = Field(20.0, gt=0, description="Standardized deviations are clipped to +-clip.")
     anomaly_default_threshold: float = Field(3.0, gt=0, description="RMS deviation threshold when the model has no calibrated one.")

@@ -34,6 +34,7 @@ class AnomalyConfig:
     adapt_frames: int = 500  # an equipment's baseline adapts once every this many of its frames (at fixed counts)
     adapt_gate: float = 3.0  # during an alert, sensors within +-adapt_gate sd keep following drift at the full rate (0: off)
     learn_delay_frames: int = 0  # frames teach the baseline this much later, unless an alert was raised meanwhile
+    dynamics_frames: int = 0  # > 0: per sensor also the mean |first difference| over this many frames (EWMA span; 0: off)
     learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
     clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
     default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one
@@ -62,6 +63,8 @@ class AnomalyConfig:
             raise ValueError("detector_calibration must be 'quantile', 'tail' or 'mad'")
         if self.calibration_holdout not in ("long", "mixed"):
             raise ValueError("calibration_holdout must be 'long' or 'mixed'")
+        if self.dynamics_frames < 0:
+            raise ValueError("dynamics_frames must be >= 0")
         if self.ensemble_members < 1:
             raise ValueError("ensemble_members must be >= 1")
 

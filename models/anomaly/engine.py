@@ -52,6 +52,13 @@ from .feedback import MaintenanceLabel, apply_label
 from .state import AnomalyState, Episode, EquipmentState
 
 NAN = math.nan
+
+
+def _by_sensor(contrib: np.ndarray, n_sensors: int) -> np.ndarray:
+    """Contributions per sensor: a sensor's dynamics column (if any) counts for the sensor."""
+    if contrib.shape[1] == n_sensors:
+        return contrib
+    return contrib[:, :n_sensors] + contrib[:, n_sensors:]
 SCALE_BOUNDS = (1.0, 4.0)  # an equipment's threshold vs the model's: never more trigger-happy than validated
 
 
@@ -210,12 +217,13 @@ class AnomalyEngine:
             out.calibrating[rows] = False
             out.detector_version[rows] = st.detector.windows if st.detector is not None else 0
             names = st.sensors
-            top = np.argsort(-contrib, axis=1)[:, :k].tolist()
+            named = _by_sensor(contrib, len(names))
+            top = np.argsort(-named, axis=1)[:, :k].tolist()
             sensors = out.sensors
             for j, t in zip(rows.tolist(), top):
                 sensors[j] = tuple(names[c] for c in t)
             if changes or alert.any():
-                self._episodes(st, rows, row_ts, ratio, alert, changes, contrib, d, out.events)
+                self._episodes(st, rows, row_ts, ratio, alert, changes, named, d[:, :len(names)], out.events)
 
     def _matrix(self, st: EquipmentState, readings: list[dict[str, float]]) -> np.ndarray:
         """Readings as a ``(frames, sensors)`` matrix in the equipment's sensor order (NaN = missing)."""
@@ -246,11 +254,11 @@ class AnomalyEngine:
 
     def _model_columns(self, st: EquipmentState, meta: Any) -> tuple[np.ndarray, np.ndarray]:
         """(equipment columns, model columns) of the sensors both know."""
-        key = (meta.version, id(meta), st.keys)
+        key = (meta.version, id(meta), st.keys, st.baseline.dynamics)
         cols = self._columns.get(key)
         if cols is None:
             pos = {name: i for i, name in enumerate(meta.features)}
-            pairs = [(j, pos[s]) for j, s in enumerate(st.sensors) if s in pos]
+            pairs = [(j, pos[s]) for j, s in enumerate(st.features) if s in pos]
             cols = (np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64))
             if len(self._columns) > 10_000:
                 self._columns.clear()
@@ -288,7 +296,7 @@ class AnomalyEngine:
         """End of warm-up: fit the River detector and this equipment's threshold on its normal operation."""
         cfg = self.config
         st.calibration = warm.astype(np.float32)
-        st.detector = OnlineDetector(len(st.sensors), trees=cfg.hst_trees, height=cfg.hst_height,
+        st.detector = OnlineDetector(warm.shape[1], trees=cfg.hst_trees, height=cfg.hst_height,
                                      window=cfg.hst_window, seed=cfg.seed)
         st.detector.fit(warm, cfg.calibration_quantile, cfg.detector_calibration)
         self._calibrate_scale(st, scorer)

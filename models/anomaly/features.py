@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 
 _EXP_LIMIT = 200.0  # chunk the closed-form EWMA so that beta**-t stays below e**200
+DYN_CLIP = 3.0  # a frame's |first difference| counts up to this many warm-up sd in the dynamics columns
+DYN_VAR_FLOOR = 0.01  # variance floor of a dynamics column (its sd: 0.1 warm-up sd of movement)
 
 
 def ewma(z: np.ndarray, u0: np.ndarray, alpha: float) -> np.ndarray:
@@ -86,8 +88,11 @@ class Baseline:
 
     def __init__(self, n_sensors: int, warmup: int = 400, smoothing: int = 10, halflife: float = 1000.0,
                  alert_factor: float = 0.5, clip: float = 20.0, spike_clip: float = 6.0,
-                 drift_allowance: float = 0.0, drift_lag: float = 0.0, min_halflife: float = 50.0) -> None:
+                 drift_allowance: float = 0.0, drift_lag: float = 0.0, min_halflife: float = 50.0,
+                 dynamics: int = 0) -> None:
         self.n_sensors = n_sensors
+        # dynamics > 0: one more column per sensor, an EWMA (span ``dynamics``) of |first difference| of z
+        self.dyn_alpha = 2.0 / (dynamics + 1.0) if dynamics > 0 else 0.0
         self.drift_allowance = drift_allowance
         self.drift_lag = drift_lag
         self.max_rate = 1.0 - 0.5 ** (1.0 / min_halflife)
@@ -102,17 +107,32 @@ class Baseline:
         self._buffer: list[np.ndarray] = []
         self.center = np.zeros(n_sensors)
         self.scale = np.ones(n_sensors)
-        self.known = np.zeros(n_sensors, dtype=bool)  # had readings during warm-up
-        self.u = np.zeros(n_sensors)
-        self.base = np.zeros(n_sensors)
-        self.var = np.ones(n_sensors)
+        self._reset_columns()
+
+    def _reset_columns(self) -> None:
+        """Per-column state (before calibration): one column per sensor, two with dynamics (levels, then dynamics)."""
+        width = self.width
+        self.known = np.zeros(width, dtype=bool)  # had readings during warm-up
+        self.u = np.zeros(width)
+        self.base = np.zeros(width)
+        self.var = np.ones(width)
+        self.z_last = np.zeros(self.n_sensors)  # the last standardized reading (first differences)
+
+    @property
+    def dynamics(self) -> bool:
+        return getattr(self, "dyn_alpha", 0.0) > 0.0
+
+    @property
+    def width(self) -> int:
+        """Columns of the deviations: the sensors' levels, then (with dynamics) their dynamics."""
+        return self.n_sensors * (2 if self.dynamics else 1)
 
     @classmethod
     def from_config(cls, n_sensors: int, warmup: int, config: Any) -> Baseline:
         """The baseline an :class:`~.config.AnomalyConfig` describes (the worker's and training's)."""
         return cls(n_sensors, warmup, config.smoothing_frames, config.baseline_halflife_frames,
                    config.alert_adapt_factor, config.clip, config.spike_clip, config.drift_allowance,
-                   config.drift_lag, config.drift_min_halflife_frames)
+                   config.drift_lag, config.drift_min_halflife_frames, getattr(config, "dynamics_frames", 0))
 
     @property
     def calibrated(self) -> bool:
@@ -127,11 +147,9 @@ class Baseline:
         """A sensor first seen during warm-up (a column of NaN so far)."""
         self.n_sensors += 1
         self._buffer = [np.column_stack([b, np.full(len(b), np.nan)]) for b in self._buffer]
-        for name in ("center", "u", "base"):
-            setattr(self, name, np.append(getattr(self, name), 0.0))
+        self.center = np.append(self.center, 0.0)
         self.scale = np.append(self.scale, 1.0)
-        self.var = np.append(self.var, 1.0)
-        self.known = np.append(self.known, False)
+        self._reset_columns()  # nothing per column is set before calibration
 
     def feed(self, x: np.ndarray) -> Step:
         """Take a batch of raw readings ``(rows, sensors)`` (NaN = missing)."""
@@ -149,15 +167,24 @@ class Baseline:
         rest = x[start:]
         self.seen += len(rest)
         if len(rest) == 0:
-            empty = np.empty((0, self.n_sensors))
+            empty = np.empty((0, self.width))
             return Step(start, empty, empty, imputed, calibration)
         # Winsorized around the current normal level (not the warm-up's): a sensor followed as it drifts
         # keeps its full range for faults.
-        z = np.clip((rest - self.center) / self.scale, self.base - self.spike_clip, self.base + self.spike_clip)
-        z = np.where(np.isnan(z), self.base, z)  # missing: "at the baseline"
-        u = ewma(z, self.u, self.alpha)
+        n = self.n_sensors
+        level = self.base[:n]
+        z = np.clip((rest - self.center) / self.scale, level - self.spike_clip, level + self.spike_clip)
+        z = np.where(np.isnan(z), level, z)  # missing: "at the baseline"
+        u = ewma(z, self.u[:n], self.alpha)
+        if self.dynamics:
+            u = np.hstack([u, ewma(self._moves(z, self.z_last), self.u[n:], self.dyn_alpha)])
+            self.z_last = z[-1].copy()
         self.u = u[-1].copy()
         return Step(start, self._deviation(u), u, imputed, calibration)
+
+    def _moves(self, z: np.ndarray, before: np.ndarray) -> np.ndarray:
+        """|first difference| of the standardized readings, clipped at DYN_CLIP sd (one spike weighs little)."""
+        return np.minimum(np.abs(np.diff(z, axis=0, prepend=before[None, :])), DYN_CLIP)
 
     def _deviation(self, u: np.ndarray) -> np.ndarray:
         d = (u - self.base) / np.sqrt(self.var)
@@ -183,10 +210,18 @@ class Baseline:
         z = np.clip((warm - self.center) / self.scale, -self.spike_clip, self.spike_clip)
         z = np.where(np.isnan(z), 0.0, z)
         u = ewma(z, z[0], self.alpha)
+        # The variance of an EWMA of unit white noise is 1/smoothing: the floor for a smooth warm-up.
+        floor = np.full(self.n_sensors, 1.0 / self.smoothing)
+        if self.dynamics:
+            moves = self._moves(z, z[0])
+            u = np.hstack([u, ewma(moves, moves.mean(axis=0), self.dyn_alpha)])
+            self.known = np.concatenate([self.known, self.known])
+            floor = np.concatenate([floor, np.full(self.n_sensors, DYN_VAR_FLOOR)])
+            self.z_last = z[-1].copy()
+        self.var_floor = floor
         tail = u[self.burn_in:]
         self.base = tail.mean(axis=0)
-        # The variance of an EWMA of unit white noise is 1/smoothing: the floor for a smooth warm-up.
-        self.var = np.maximum(tail.var(axis=0), 1.0 / self.smoothing)
+        self.var = np.maximum(tail.var(axis=0), floor)
         self.u = u[-1].copy()
         lag = getattr(self, "drift_lag", 0.0)
         if lag and len(tail) >= 20:
@@ -262,7 +297,9 @@ class Baseline:
         n = np.maximum(k, 1)
         if spread:  # winsorized at 3 sd: a few large deviations cannot widen the spread much
             r2 = (np.minimum((u - self.base) ** 2, 9.0 * self.var) * rows).sum(axis=0) / n
-            self.var = np.where(k > 0, np.maximum(self.var + w * (r2 - self.var), 1.0 / self.smoothing), self.var)
+            floor = getattr(self, "var_floor", None)
+            floor = 1.0 / self.smoothing if floor is None else floor
+            self.var = np.where(k > 0, np.maximum(self.var + w * (r2 - self.var), floor), self.var)
         mean = (u * rows).sum(axis=0) / n
         self.base = np.where(k > 0, self.base + w * (mean - self.base), self.base)
 

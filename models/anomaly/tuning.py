@@ -57,10 +57,18 @@ def pseudo_runs(reference: Sequence[Series], length: int = RUN_FRAMES) -> list[S
 
 
 def inject(run: Series, rng: np.random.Generator, warmup: int, start: int = FAULT_START, frames: int = FAULT_FRAMES,
-           ramp_frames: int = RAMP, max_sd: float = 6.0) -> Series:
-    """A copy of a normal pseudo-run with one fault in its test part, labelled."""
+           ramp_frames: int = RAMP, max_sd: float = 6.0, kind: str = "shift") -> Series:
+    """A copy of a normal pseudo-run with one fault in its test part, labelled.
+
+    ``kind`` "shift": 1-2 sensors move by 1 to ``max_sd`` warm-up sd; "noise": they get extra white noise of
+    1 to ``max_sd`` times their own high-frequency sd (sd of first differences / sqrt 2 over the warm-up).
+    """
     x = run.values.copy()
     sd = np.nanstd(x[:warmup], axis=0)
+    if kind == "noise":
+        sd = np.nanstd(np.diff(x[:warmup], axis=0), axis=0) / np.sqrt(2.0)
+    elif kind != "shift":
+        raise ValueError(f"unknown fault kind {kind!r}")
     n_sensors = x.shape[1]
     profile = np.zeros(len(x))
     stop = min(len(x), start + frames)
@@ -69,7 +77,10 @@ def inject(run: Series, rng: np.random.Generator, warmup: int, start: int = FAUL
     profile[start:stop] = ramp
     for col in rng.choice(n_sensors, size=int(rng.integers(1, 3)), replace=False):
         delta = float(np.exp(rng.uniform(0.0, np.log(max_sd)))) * rng.choice([-1.0, 1.0])
-        x[:, col] += delta * sd[col] * profile
+        if kind == "noise":
+            x[:, col] += delta * sd[col] * profile * rng.standard_normal(len(x))
+        else:
+            x[:, col] += delta * sd[col] * profile
     labels = np.zeros(len(x), dtype=bool)
     labels[start:stop] = True
     return Series(run.equipment_id, run.ts, x, run.sensors, labels, run.source + " (injected)")
@@ -89,7 +100,7 @@ def score_runs(runs: Sequence[Series], scorer: Any, config: AnomalyConfig, warmu
 
 
 def part_runs(parts: Sequence[Series], rng: np.random.Generator, injections: int, warmup: int,
-              max_sd: float = 6.0) -> list[Series]:
+              max_sd: float = 6.0, kind: str = "shift") -> list[Series]:
     """The drift proxy: each training part cut in two (warm-up, then a scored half), a fault in the scored half.
 
     A benchmark run's training part is where its own drift shows (a heating
@@ -103,7 +114,8 @@ def part_runs(parts: Sequence[Series], rng: np.random.Generator, injections: int
         if n < 50:
             continue
         for i in range(injections):
-            run = inject(p, rng, warmup, start=warmup + (3 * n) // 10, frames=(2 * n) // 5, ramp_frames=10, max_sd=max_sd)
+            run = inject(p, rng, warmup, start=warmup + (3 * n) // 10, frames=(2 * n) // 5, ramp_frames=10, max_sd=max_sd,
+                         kind=kind)
             run.equipment_id = f"{p.equipment_id}#{i}"
             out.append(run)
     return out
@@ -120,7 +132,7 @@ def _pooled(totals: Sequence[dict[str, float]], prefix: str = "") -> dict[str, f
 
 def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injections: int = 4, epochs: int = 30,
              seed: int = 0, warmup: int = 400, max_sd: float = 6.0,
-             seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+             seeds: Sequence[int] | None = None, noise: bool = False) -> list[dict[str, Any]]:
     """Every configuration of ``grid`` on both proxies (see module doc); one JSON line each.
 
     ``f1``/``far``/``mar``: reference pseudo-runs with injected faults; ``drift_*``: the labelled runs'
@@ -130,6 +142,9 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
     ``seed`` draws the injected faults; ``seeds`` (default: ``[seed]``) are the model seeds, each one
     seeding the autoencoder(s) and the River trees as ``lepton evaluate anomaly --seed`` does, so that
     a candidate is judged on the same faults over several random initializations.
+
+    ``noise``: also the same two proxies with noise faults instead of shifts (``noise_*`` figures; their
+    injections draw from their own generator, so the shift faults stay the same with or without them).
     """
     seeds = [seed] if seeds is None else list(seeds)
     series = load_series(data)
@@ -146,6 +161,15 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
             faulty[-1].equipment_id = f"{r.equipment_id}#{i}"
     half = warmup // 2
     drifting = part_runs(labelled_parts, rng, injections, half, max_sd)
+    noisy: list[Series] = []
+    noisy_parts: list[Series] = []
+    if noise:
+        noise_rng = np.random.default_rng([seed, 9])
+        for r in runs:
+            for i in range(injections):
+                noisy.append(inject(r, noise_rng, warmup, max_sd=max_sd, kind="noise"))
+                noisy[-1].equipment_id = f"{r.equipment_id}#{i}"
+        noisy_parts = part_runs(labelled_parts, noise_rng, injections, half, max_sd, kind="noise")
     fold_of = {r.equipment_id: i % folds for i, r in enumerate(runs)}
     fold_of.update({p.equipment_id: i % folds for i, p in enumerate(labelled_parts)})
 
@@ -154,6 +178,7 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
 
     results = []
     model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip",
+                              "dynamics_frames",
                               "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout")
                   if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
@@ -167,7 +192,7 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
         for target_far in grid.get("target_far", [0.05]):
             for values in itertools.product(*(grid[k] for k in other_keys)):
                 cfg = replace(base, **dict(zip(other_keys, values)))
-                totals, drift_totals = [], []
+                totals, drift_totals, noise_totals, noise_drift_totals = [], [], [], []
                 for f, train_runs, scorer in fitted:
                     threshold, _, _ = calibrate_threshold(_holdout_of(train_runs, cfg), scorer, cfg, target_far)
                     scorer.meta = scorer.meta.model_copy(update={"extra": {**scorer.meta.extra,
@@ -175,8 +200,15 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
                     totals.append(score_runs([r for r in faulty if fold(r.equipment_id) == f], scorer, cfg, warmup))
                     drift_totals.append(score_runs([r for r in drifting if fold(r.equipment_id) == f], scorer,
                                                    cfg.with_(warmup_frames=half), half))
+                    if noise:
+                        noise_totals.append(score_runs([r for r in noisy if fold(r.equipment_id) == f], scorer, cfg,
+                                                       warmup))
+                        noise_drift_totals.append(score_runs([r for r in noisy_parts if fold(r.equipment_id) == f],
+                                                             scorer, cfg.with_(warmup_frames=half), half))
                 row = {**dict(zip(model_keys, model_values)), "target_far": target_far, **dict(zip(other_keys, values)),
                        **_pooled(totals), **_pooled(drift_totals, "drift_")}
+                if noise:
+                    row.update({**_pooled(noise_totals, "noise_"), **_pooled(noise_drift_totals, "noise_drift_")})
                 if len(seeds) > 1:
                     row["seed"] = model_seed
                 print(json.dumps(row), flush=True)
@@ -194,15 +226,22 @@ def over_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     0.65
     """
     figures = {"f1", "far", "mar", "drift_f1", "drift_far", "drift_mar", "seed"}
+    figures |= {"noise_" + k for k in figures - {"seed"}}
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(json.dumps({k: v for k, v in r.items() if k not in figures}, sort_keys=True), []).append(r)
     out = []
     for key, rs in groups.items():
         both = [(r["f1"] + r["drift_f1"]) / 2 for r in rs]
-        out.append({**json.loads(key), "seeds": len(rs),
-                    **{k: round(float(np.mean([r[k] for r in rs])), 4) for k in sorted(figures - {"seed"})},
-                    "score": round(float(np.mean(both)), 4), "f1_sd": round(float(np.std(both)), 4)})
+        row = {**json.loads(key), "seeds": len(rs),
+               **{k: round(float(np.mean([r[k] for r in rs])), 4) for k in sorted(figures - {"seed"}) if k in rs[0]},
+               "score": round(float(np.mean(both)), 4), "f1_sd": round(float(np.std(both)), 4)}
+        if "noise_f1" in rs[0]:  # round 9: shift and noise faults weigh the same
+            noise = [(r["noise_f1"] + r["noise_drift_f1"]) / 2 for r in rs]
+            mixed = [(a + b) / 2 for a, b in zip(both, noise)]
+            row.update({"score_shift": row["score"], "score_noise": round(float(np.mean(noise)), 4),
+                        "score": round(float(np.mean(mixed)), 4), "f1_sd": round(float(np.std(mixed)), 4)})
+        out.append(row)
     return out
 
 
@@ -221,12 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="JSON object: config field -> list of values (plus target_far)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--fault-sd", type=float, default=6.0, help="largest injected shift, in warm-up sd (log-uniform from 1)")
+    p.add_argument("--noise-faults", action="store_true",
+                   help="also score both proxies with noise faults (round 9): score = mean of shift and noise scores")
     p.add_argument("--seeds", default="0", help="model seeds, comma-separated (autoencoders and River trees); "
                                                 "the injected faults stay the same")
     a = p.parse_args(argv)
     started = time.time()
     rows = run_grid(a.data, json.loads(a.grid), epochs=a.epochs, max_sd=a.fault_sd,
-                    seeds=[int(x) for x in a.seeds.split(",")])
+                    seeds=[int(x) for x in a.seeds.split(",")], noise=a.noise_faults)
     if len({r.get("seed") for r in rows}) > 1:
         rows = over_seeds(rows)
         for r in rows:
