@@ -109,7 +109,8 @@ def create_app(settings: Settings, bootstrap: str) -> Runtime:
         slot = ModelSlot(registry, name, threads=settings.onnx_threads, features=PIPELINE_FEATURES.get(name))
         slot.load_now()
         agent = BatchAgent(app, PIPELINE_FACTORIES[name](slot, settings), limits, settings.topics,
-                           max_inflight_batches=settings.max_inflight_batches)
+                           max_inflight_batches=settings.max_inflight_batches,
+                           max_merged_batches=settings.max_merged_batches)
         agent.register()
         runtime.slots[name] = slot
         runtime.agents[name] = agent

@@ -57,7 +57,7 @@ from models.fraud.online import OnlineFraudModel, Prequential
 from . import metrics
 from .batching import Output
 from .model_slot import ModelSlot
-from .pipeline import Pipeline
+from .pipeline import Group, Pipeline
 from .records import InvalidRecord, Transaction, dumps, parse_transaction
 from .settings import Settings
 from .state.table import MemoryTable
@@ -362,11 +362,49 @@ class FraudPipeline(Pipeline):
 
     def process_batch(self, events: Sequence[Transaction], offsets: Sequence[int] | None, partition: int,
                       now: float) -> list[Output]:
+        return self._score([Group(events, offsets, partition)], now)[0]  # type: ignore[arg-type]
+
+    def process_batches(self, groups: Sequence[Group], now: float) -> list[list[Output]]:
+        """Several partitions' batches scored in one pass (one feature call, one ONNX call).
+
+        A batch holding inputs applied before a crash (a re-delivery) is scored on its own,
+        against read-only state; the others together. Features and scores equal those of
+        one call per batch: a card's transactions all come from one partition.
+        """
+        replays = [i for i, g in enumerate(groups) if self._applied_before(g) is not None]
+        results: list[list[Output]] = [[] for _ in groups]
+        for i in replays:
+            results[i] = self._score([groups[i]], now)[0]
+        fresh = [i for i in range(len(groups)) if i not in replays]
+        if fresh:
+            for i, outs in zip(fresh, self._score([groups[i] for i in fresh], now)):
+                results[i] = outs
+        return results
+
+    def _applied_before(self, group: Group) -> int | None:
+        """How many of ``group``'s first inputs were applied to the card state already, if any."""
+        if group.offsets is None:
+            return None
+        raw = self.cards.get(f"{APPLIED}{group.partition}")
+        applied = int.from_bytes(raw, "big", signed=True) if raw is not None else -1
+        if not len(group.offsets) or group.offsets[0] > applied:
+            return None
+        return int(np.searchsorted(np.asarray(group.offsets), applied, side="right"))
+
+    def _score(self, groups: Sequence[Group], now: float) -> list[list[Output]]:
+        """Score ``groups`` (each one partition's batch) together; each gets its own outputs.
+
+        Several groups must all be fresh (no input applied before): see :meth:`process_batches`.
+        """
         scorer = self.slot.scorer
         if scorer is None:
             raise RuntimeError("no fraud model loaded: run `lepton train fraud`")
         meta = scorer.meta
         version = meta.version
+        events: Sequence[Transaction] = groups[0].events if len(groups) == 1 else [
+            e for g in groups for e in g.events]
+        sizes = [len(g.events) for g in groups]
+        bounds = np.cumsum([0, *sizes]).tolist()
         n = len(events)
         event_ts = np.fromiter((e.ts for e in events), np.float64, n)
         scale = time_scale(meta)
@@ -379,13 +417,7 @@ class FraudPipeline(Pipeline):
 
         # Inputs at or below the partition's applied offset were counted before a crash:
         # score them against the state (read only), count only the others.
-        fresh_from = 0
-        applied_key = f"{APPLIED}{partition}"
-        if offsets is not None:
-            self.last_offset[partition] = int(offsets[-1])
-            raw = self.cards.get(applied_key)
-            applied = int.from_bytes(raw, "big", signed=True) if raw is not None else -1
-            fresh_from = int(np.searchsorted(np.asarray(offsets), applied, side="right"))
+        fresh_from = (self._applied_before(groups[0]) or 0) if len(groups) == 1 else 0
         X = np.empty((n, len(FEATURES)), dtype=np.float32)
         if fresh_from:
             X[:fresh_from] = engine.transform(ts[:fresh_from], cards[:fresh_from], merchants[:fresh_from],
@@ -393,27 +425,37 @@ class FraudPipeline(Pipeline):
         if fresh_from < n:
             X[fresh_from:] = engine.transform(ts[fresh_from:], cards[fresh_from:], merchants[fresh_from:],
                                               amount[fresh_from:], self.cards, terminals)
-            if offsets is not None:
-                self.cards[applied_key] = int(offsets[-1]).to_bytes(8, "big", signed=True)
+        for g in groups:
+            if g.offsets is not None and len(g.offsets):
+                self.last_offset[g.partition] = last = int(g.offsets[-1])
+                if fresh_from < n:
+                    self.cards[f"{APPLIED}{g.partition}"] = last.to_bytes(8, "big", signed=True)
 
         with metrics.INFERENCE.labels(self.name, str(version)).time():
             probability = scorer.predict(X)
         online_scores = self.online.score(X)
-        clock = max(self.clock.get(partition, 0.0), float(ts.max()))
-        self.clock[partition] = clock
+        clocks = []
+        for g, a, b in zip(groups, bounds, bounds[1:]):
+            clock = max(self.clock.get(g.partition, 0.0), float(ts[a:b].max()))
+            self.clock[g.partition] = clock
+            clocks.append(clock)
 
         # Log what a label will need (features, scores), once per transaction.
         ids = [e.id for e in events]
         if fresh_from < n:
             records = logged.pack(ts[fresh_from:], cards[fresh_from:], merchants[fresh_from:], X[fresh_from:],
                                   probability[fresh_from:], online_scores[fresh_from:])
-            queue = self._log_queue(partition)
             self.scored.update_many(dict(zip(ids[fresh_from:], records)))
-            queue.append(ids[fresh_from:])
+            for g, a, b in zip(groups, bounds, bounds[1:]):
+                self._log_queue(g.partition).append(ids[max(a, fresh_from):b])
 
         threshold = meta.threshold
         flagged = np.flatnonzero(probability >= threshold)
-        explanations = self._explain(scorer, X[flagged[:EXPLAIN_MAX]], meta.extra)
+        owner = np.searchsorted(bounds, flagged, side="right") - 1  # the group of each flagged transaction
+        # The first EXPLAIN_MAX alerts of each batch are explained (the rest name no features).
+        first = np.searchsorted(flagged, bounds[:-1])
+        explained = np.flatnonzero(np.arange(len(flagged)) - first[owner] < EXPLAIN_MAX)
+        explanations = dict(zip(explained.tolist(), self._explain(scorer, X[flagged[explained]], meta.extra)))
         online_updates = self.online.updates
         decision = np.where(probability >= threshold, "review", "approve").tolist()
         latency = np.round((now - event_ts) * 1000.0, 3).tolist()
@@ -429,22 +471,35 @@ class FraudPipeline(Pipeline):
             "latency_ms": lat,
         } for tx_id, e, p, r, d, lat in zip(ids, events, np.round(probability.astype(np.float64), 6).tolist(),
                                             np.round(online_scores, 6).tolist(), decision, latency)])
-        outputs = table_outputs(self.topics.output, map(str.encode, ids), values)
-        append = outputs.append
-        for k, i in enumerate(flagged.tolist()):
-            top = explanations[k] if k < len(explanations) else []
-            append(Output(self.alerts_topic, events[i].id.encode(),
-                          dumps(self._alert(events[i], float(probability[i]), threshold, version, top))))
+        keys = list(map(str.encode, ids))
+        results = [table_outputs(self.topics.output, keys[a:b], values[a:b]) for a, b in zip(bounds, bounds[1:])]
+        for k, (i, q) in enumerate(zip(flagged.tolist(), owner.tolist())):
+            top = explanations.get(k, [])
+            results[q].append(Output(self.alerts_topic, keys[i],
+                                     dumps(self._alert(events[i], float(probability[i]), threshold, version, top))))
 
         step = max(1, n // 64)
         for p in probability[::step].tolist():
             self._scores.observe(p)
-        if self.drift["score"].update([float(probability.mean())], clock / scale):  # debounced in event time
-            outputs.append(self._drift_alert("score", clock / scale, version))
-
-        self._expire(partition, clock, engine, n)
-        outputs += self.cards.flush(partition) + self.scored.flush(partition)
-        return outputs
+        for g, outputs, clock, a, b in zip(groups, results, clocks, bounds, bounds[1:]):
+            if self.drift["score"].update([float(probability[a:b].mean())], clock / scale):  # debounced in event time
+                outputs.append(self._drift_alert("score", clock / scale, version))
+            self._expire(g.partition, clock, engine, b - a)
+        tables = (self.cards, self.scored, self.terminals)
+        if len(groups) == 1:
+            partition = groups[0].partition
+            for table in tables:
+                results[0] += table.flush(partition)
+            return results
+        # Each state change leaves with the outputs of the batch whose input caused it.
+        parts = [g.partition for g in groups for _ in range(len(g.events))]
+        card_owner = dict(zip(cards, parts))
+        card_owner.update((f"{APPLIED}{g.partition}", g.partition) for g in groups)
+        index = {g.partition: i for i, g in enumerate(groups)}
+        for table, owned in zip(tables, (card_owner, dict(zip(ids, parts)), {})):
+            for p, records in table.flush_split(owned, groups[0].partition).items():
+                results[index.get(p, 0)] += records
+        return results
 
     def _terminal_view(self, merchants: Sequence[str]) -> TerminalParts:
         """The batch's terminals, each with the sub-states the label partitions wrote (the features

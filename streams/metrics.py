@@ -37,9 +37,16 @@ LATENCY = Histogram(
 BATCH_SIZE = Histogram(
     "lepton_batch_size", "Records per micro-batch.", ["pipeline"], buckets=_BATCH_BUCKETS, registry=REGISTRY
 )
+BATCHES_PER_CALL = Histogram(
+    "lepton_batches_per_call",
+    "Micro-batches (one per partition of a fetch) processed in one pipeline call.",
+    ["pipeline"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16),
+    registry=REGISTRY,
+)
 BATCH_DURATION = Histogram(
     "lepton_batch_duration_seconds",
-    "Wall time to process one micro-batch, outputs acknowledged.",
+    "Wall time to decode, score and enqueue the micro-batches of one pipeline call.",
     ["pipeline"],
     buckets=_INFERENCE_BUCKETS,
     registry=REGISTRY,

@@ -7,6 +7,12 @@ letters, emit, and metrics. Outputs are handed to the producer in order; the
 broker's acknowledgement is awaited in the background (up to
 ``max_inflight_batches`` batches), and only then is the batch marked
 complete, which is what lets its offsets be committed.
+
+One fetch brings a batch per partition. The agent takes those that arrive
+together (up to ``max_merged_batches``) and hands them to the pipeline in one
+call (:meth:`Pipeline.process_batches`): a pipeline with a fixed cost per call
+pays it once per fetch rather than once per partition. Each batch keeps its
+own outputs, partition and commit.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import time
 from collections import deque
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import faust
 from aiokafka.errors import KafkaError
@@ -27,6 +33,17 @@ from .records import InvalidRecord, Limits, dumps
 from .topics import PipelineTopics, Topics
 
 log = logging.getLogger(__name__)
+
+
+class Group(NamedTuple):
+    """One partition's valid inputs of a batch, with their offsets."""
+
+    events: Sequence[Any]
+    offsets: Sequence[int]
+    partition: int
+
+
+FOLLOWER_SPINS = 50  # event-loop turns an agent waits for a batch its fetch announced
 
 
 class Pipeline(ABC):
@@ -53,6 +70,14 @@ class Pipeline(ABC):
         """
         return self.process(events, now)
 
+    def process_batches(self, groups: Sequence[Group], now: float) -> list[list[Output]]:
+        """:meth:`process_batch` for several partitions' batches at once: one output list per group.
+
+        The default handles them one by one; a pipeline with a large fixed cost per call
+        overrides it to score them together.
+        """
+        return [self.process_batch(events, offsets, partition, now) for events, offsets, partition in groups]
+
     def setup(self, app: faust.App) -> None:
         """Register tables, timers or extra agents (optional)."""
 
@@ -61,13 +86,14 @@ class BatchAgent:
     """Runs a :class:`Pipeline` over micro-batches inside a Faust agent."""
 
     def __init__(self, app: faust.App, pipeline: Pipeline, limits: Limits, topics: Topics, *,
-                 max_inflight_batches: int = 4, emit_retries: int = 5) -> None:
+                 max_inflight_batches: int = 4, max_merged_batches: int = 8, emit_retries: int = 5) -> None:
         self.app = app
         self.pipeline = pipeline
         self.limits = limits
         self.emitter = Emitter(app)
         self.emit_retries = emit_retries
         self.max_inflight = max_inflight_batches
+        self.max_merged = max_merged_batches
         self._inflight: deque[asyncio.Future] = deque()
         self.dead_letter_topic = topics.dead_letters
         self.last_record_ts: float | None = None  # Kafka timestamp (s) of the newest record handled
@@ -77,6 +103,7 @@ class BatchAgent:
         self._failed = metrics.EVENTS_FAILED.labels(name)
         self._batch_size = metrics.BATCH_SIZE.labels(name)
         self._batch_duration = metrics.BATCH_DURATION.labels(name)
+        self._batches_per_call = metrics.BATCHES_PER_CALL.labels(name)
         self._latency = metrics.LATENCY.labels(name)
         self.topic = BatchTopic(app, topics=[pipeline.topics.input], acks=True)
 
@@ -85,56 +112,85 @@ class BatchAgent:
         self.pipeline.setup(self.app)
 
         async def run(stream: faust.StreamT) -> None:
+            queue = stream.channel.queue
+            group: list[RecordBatch] = []
             async for batch in stream:
-                await self.handle(batch)
+                group.append(batch)
+                if batch.follow and len(group) < self.max_merged and await _arrives(queue):
+                    continue  # the fetch's next batch is queued: take it into this call
+                await self.handle_group(group)
+                group = []
 
         run.__name__ = f"{self.pipeline.name}_batches"
         run.__qualname__ = run.__name__
         self.app.agent(self.topic, name=f"lepton.{self.pipeline.name}")(run)
 
     async def handle(self, batch: RecordBatch) -> None:
-        """Process one batch; returns once its outputs are acknowledged."""
+        """Process one batch; returns once its outputs are handed to the producer."""
+        await self.handle_group([batch])
+
+    async def handle_group(self, batches: list[RecordBatch]) -> None:
+        """Process batches of one fetch in one pipeline call; each keeps its outputs and commit.
+
+        A batch fetched before a rebalance (an older consumer generation) is dropped: its
+        partition may be another worker's now, and its offsets were never acknowledged.
+        """
         started = time.perf_counter()
         pipeline = self.pipeline
+        generation = getattr(self.app, "consumer_generation_id", None)
+        if generation is not None:
+            batches = [b for b in batches if b.generation_id in (None, generation)]
         parse, limits = pipeline.parse, self.limits
-        valid: list[Any] = []
-        offsets: list[int] = []
-        letters: list[Output] = []
-        for record in batch.records:
-            try:
-                valid.append(parse(record.value, limits))
-                offsets.append(record.offset)
-            except InvalidRecord as exc:
-                letters.append(self._dead_letter(batch, record, exc.reason, "InvalidRecord", str(exc)))
+        groups: list[Group] = []
+        letters: list[list[Output]] = []
+        for batch in batches:
+            valid: list[Any] = []
+            offsets: list[int] = []
+            bad: list[Output] = []
+            for record in batch.records:
+                try:
+                    valid.append(parse(record.value, limits))
+                    offsets.append(record.offset)
+                except InvalidRecord as exc:
+                    bad.append(self._dead_letter(batch, record, exc.reason, "InvalidRecord", str(exc)))
+            groups.append(Group(valid, offsets, batch.partition))
+            letters.append(bad)
+        scored = [i for i, g in enumerate(groups) if g.events]
+        results: list[list[Output]] = [[] for _ in batches]
         now = time.time()
         try:
-            outputs = pipeline.process_batch(valid, offsets, batch.partition, now) if valid else []
+            if scored:
+                for i, outs in zip(scored, pipeline.process_batches([groups[i] for i in scored], now)):
+                    results[i] = outs
         except Exception as exc:  # a bug or a broken model must not stop the stream
-            log.exception("%s: processing a batch of %d failed; dead-lettering it", pipeline.name, len(valid))
-            outputs = []
-            letters.extend(
-                self._dead_letter(batch, r, "processing_error", type(exc).__name__, str(exc))
-                for r in batch.records
-            )
-            valid = []
-        outputs += letters
-        if outputs:
-            delivery = await self.emitter.enqueue(outputs, batch.partition)
-            self._inflight.append(asyncio.ensure_future(self._confirm(batch, delivery, outputs, valid)))
-            while self._inflight and (self._inflight[0].done() or len(self._inflight) > self.max_inflight):
-                await self._inflight.popleft()
-        else:
-            batch.mark_complete()
-        # Metrics, once per batch.
-        n = len(batch.records)
-        self._consumed.inc(n)
-        self._processed.inc(len(valid))
-        if letters:
-            self._failed.inc(len(letters))
-        self._batch_size.observe(n)
-        last_ts = batch.records[-1].timestamp
-        if last_ts is not None:
-            self.last_record_ts = last_ts / 1000.0
+            log.exception("%s: processing %d events (%d batches) failed; dead-lettering them", pipeline.name,
+                          sum(len(groups[i].events) for i in scored), len(scored))
+            for i in scored:
+                batch = batches[i]
+                results[i] = []
+                letters[i] = [self._dead_letter(batch, r, "processing_error", type(exc).__name__, str(exc))
+                              for r in batch.records]
+                groups[i] = Group([], [], batch.partition)
+        for batch, group, outputs, bad in zip(batches, groups, results, letters):
+            outputs += bad
+            if outputs:
+                delivery = await self.emitter.enqueue(outputs, batch.partition)
+                self._inflight.append(asyncio.ensure_future(self._confirm(batch, delivery, outputs, group.events)))
+            else:
+                batch.mark_complete()
+            # Metrics, once per batch.
+            n = len(batch.records)
+            self._consumed.inc(n)
+            self._processed.inc(len(group.events))
+            if bad:
+                self._failed.inc(len(bad))
+            self._batch_size.observe(n)
+            last_ts = batch.records[-1].timestamp
+            if last_ts is not None:
+                self.last_record_ts = last_ts / 1000.0
+        while self._inflight and (self._inflight[0].done() or len(self._inflight) > self.max_inflight):
+            await self._inflight.popleft()
+        self._batches_per_call.observe(len(batches))
         self._batch_duration.observe(time.perf_counter() - started)
 
     def _dead_letter(self, batch: RecordBatch, record: Any, reason: str, error_class: str, message: str) -> Output:
@@ -171,3 +227,17 @@ class BatchAgent:
             latency = self._latency
             for e in valid[:: max(1, len(valid) // 64)]:  # a sample bounds the cost
                 latency.observe(max(0.0, done - e.ts))
+
+
+async def _arrives(queue: Any) -> bool:
+    """True once ``queue`` holds an item, waiting at most :data:`FOLLOWER_SPINS` event-loop turns.
+
+    The consumer puts a fetch's batches into the stream one by one, a few loop turns
+    apart; a batch announced by ``follow`` but filtered out on the way never comes, so
+    the wait is bounded.
+    """
+    for _ in range(FOLLOWER_SPINS):
+        if not queue.empty():
+            return True
+        await asyncio.sleep(0)
+    return not queue.empty()

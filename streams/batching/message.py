@@ -20,12 +20,19 @@ class RecordBatch:
     are acknowledged by the broker; only a complete batch's offsets can ever
     be committed. Faust may ack the batch's event earlier (as soon as the
     agent moves on to the next batch): that ack then waits here.
+
+    ``follow`` is how many more batches of the same topic the same fetch
+    delivers right after this one (other partitions, or the rest of a long
+    run): an agent may wait for them and process them in one call.
+    ``generation_id`` is the consumer generation that fetched the batch.
     """
 
     topic: str
     partition: int
     records: Sequence[Any]
     complete: bool = False
+    follow: int = 0
+    generation_id: int | None = None
     _on_complete: Callable[[], Any] | None = None
 
     def mark_complete(self) -> None:
@@ -58,7 +65,7 @@ class BatchMessage(ConsumerMessage):
 
     __slots__ = ("batch",)
 
-    def __init__(self, tp: TP, records: Sequence[Any], generation_id: int | None) -> None:
+    def __init__(self, tp: TP, records: Sequence[Any], generation_id: int | None, follow: int = 0) -> None:
         last = records[-1]
         ts = last.timestamp
         super().__init__(
@@ -76,7 +83,7 @@ class BatchMessage(ConsumerMessage):
             tp,
             generation_id=generation_id,
         )
-        self.batch = RecordBatch(tp.topic, tp.partition, records)
+        self.batch = RecordBatch(tp.topic, tp.partition, records, follow=follow, generation_id=generation_id)
         self.value = self.batch  # type: ignore[assignment]
 
     def on_final_ack(self, consumer: Consumer) -> bool:  # type: ignore[override]

@@ -146,6 +146,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
         changelogs = self.app.tables._changelogs
         max_batch = int(self.app.lepton_settings.max_batch)
         to_message = self._to_message
+        # Batches of each batch topic this fetch delivers: each batch says how many follow it, so
+        # the agent can take a fetch's partitions in one call (an upper bound: a partition the
+        # checks below skip is counted; the agent waits for a follower only briefly).
+        left: dict[str, int] = {}
+        for tp, tp_records in records.items():
+            if tp.topic in batch_topics:
+                left[tp.topic] = left.get(tp.topic, 0) + -(-len(tp_records) // max_batch)
         for tp, tp_records in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
                 break
@@ -158,7 +165,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             if tp.topic in batch_topics:
                 for start in range(0, len(tp_records), max_batch):
-                    yield tp, BatchMessage(tp, tp_records[start : start + max_batch], generation_id)
+                    left[tp.topic] -= 1
+                    yield tp, BatchMessage(tp, tp_records[start : start + max_batch], generation_id, left[tp.topic])
             elif (bulk := getattr(changelogs.get(tp.topic), "lepton_bulk", None)) is not None:
                 self._restore(bulk, tp, tp_records)
             else:

@@ -4,7 +4,8 @@ Runs :class:`~streams.fraud.FraudPipeline` as the worker does (its three tables
 are real Faust tables behind :class:`~streams.state.table.BatchTable`, so the
 changelog records are built too; an app that is never started, no broker),
 on a labelled file in event-time order, batches of ``batch_size`` on
-``partitions`` partitions (keyed by card), labels arriving ``label_delay_days``
+``partitions`` partitions (keyed by card; up to ``max_merged_batches`` partitions'
+batches scored in one call, as the worker takes a fetch's batches), labels arriving ``label_delay_days``
 late in batches: features from state, ONNX, the online model, outputs,
 alerts and their explanations, logging, expiry, label join and learning.
 Times are this process's CPU time after a warm-up (other work on a shared
@@ -87,6 +88,7 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     from ..fraud import FraudPipeline
     from ..gc_pauses import freeze_long_lived
     from ..model_slot import ModelSlot
+    from ..pipeline import Group
     from ..records import Transaction
     from ..state.table import BatchTable
 
@@ -95,6 +97,7 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     pipeline = FraudPipeline(slot, settings.topics, settings)
     app = faust.App("lepton-fraud-cost", broker="memory://", store="memory://")
     parts = settings.partitions
+    merged = settings.max_merged_batches  # partitions' batches per call (LEPTON_MAX_MERGED_BATCHES)
     pipeline.cards = BatchTable(app, "fraud-cards", partitions=parts)
     pipeline.scored = BatchTable(app, "fraud-scored", partitions=parts)
     pipeline.terminals = BatchTable(app, "fraud-terminals", partitions=parts)
@@ -145,12 +148,15 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
                 outputs += len(pipeline.process_labels([labels[i] for i in idx], p, ts[a]))
             labelled = upto
         bp = part[a:b]
+        groups = []
         for p in range(parts):
             idx = np.flatnonzero(bp == p) + a
             if len(idx):
                 offs = list(range(int(offsets[p]), int(offsets[p]) + len(idx)))
                 offsets[p] += len(idx)
-                outputs += len(pipeline.process_batch([events[i] for i in idx], offs, p, ts[b - 1]))
+                groups.append(Group([events[i] for i in idx], offs, p))
+        for g in range(0, len(groups), merged):  # as the worker's agent takes a fetch's batches
+            outputs += sum(map(len, pipeline.process_batches(groups[g:g + merged], ts[b - 1])))
         if timing:
             spent += time.process_time() - t0
             timed_tx += b - a
@@ -158,7 +164,7 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
             timer.spent.clear()  # the warm-up's share is not counted
     gc.unfreeze()
     result = {"us_per_tx": round(spent / timed_tx * 1e6, 2), "tx_per_cpu_second": round(timed_tx / spent),
-              "transactions": timed_tx, "batch_size": batch_size, "partitions": parts,
+              "transactions": timed_tx, "batch_size": batch_size, "partitions": parts, "merged_batches": merged,
               "online_updates": pipeline.online.updates, "outputs": outputs}
     if timer is not None:
         parts_us = {label: round(timer.spent.get(label, 0.0) / timed_tx * 1e6, 2) for label, _, _ in PARTS}

@@ -168,6 +168,29 @@ class BatchTable(MutableMapping[str, bytes]):
         pending.clear()
         return records
 
+    def flush_split(self, owner: Mapping[str, int], default: int) -> dict[int, list[Output]]:
+        """:meth:`flush` for writes caused by several partitions' inputs: partition → its records.
+
+        A pending key's partition is ``owner[key]`` (the partition of the input that wrote
+        it), else the partition that holds it already (an expiry's tombstone), else
+        ``default``.
+        """
+        pending = self._pending
+        if not pending:
+            return {}
+        where = self._partitions
+        parts = list(map(owner.get, pending))
+        if None in parts:
+            parts = [p if p is not None else where.get(k, default) for k, p in zip(pending, parts)]
+        split: dict[int, list[Output]] = {}
+        items = list(pending.items())
+        for p in set(parts):
+            self._pending = dict(compress(items, map(p.__eq__, parts)))
+            split[p] = self.flush(p)
+        self._pending = pending
+        pending.clear()
+        return split
+
     def restore(self, partition: int, records: Sequence[Any]) -> None:
         """Apply changelog records (transport records: ``key``, ``value``) read back from ``partition``.
 
@@ -248,6 +271,14 @@ class MemoryTable(dict):
                     self._where[key] = partition
         self._pending.clear()
         return []
+
+    def flush_split(self, owner: Mapping[str, int], default: int) -> dict[int, list[Output]]:
+        where = self._where
+        for key in self._pending:
+            if key in self:
+                where[key] = owner.get(key, where.get(key, default))
+        self._pending.clear()
+        return {}
 
     def sweep(self, partition: int, expired: Callable[[str, bytes], bool], budget: int) -> int:
         todo = self._sweeps.get(partition)

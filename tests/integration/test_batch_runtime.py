@@ -85,6 +85,10 @@ def test_valid_events_scored_once_malformed_dead_lettered_offsets_committed(depl
         assert status == 200
         assert 'lepton_events_processed_total{pipeline="fraud"} 10000.0' in body
         assert 'lepton_dead_letters_total{pipeline="fraud",reason="oversized"} 10.0' in body
+        calls = {name: float(value) for name, value in (line.rsplit(" ", 1) for line in body.splitlines())
+                 if name.startswith("lepton_batches_per_call_") and 'pipeline="fraud"' in name}
+        merged, calls = calls['lepton_batches_per_call_sum{pipeline="fraud"}'], calls['lepton_batches_per_call_count{pipeline="fraud"}']
+        assert merged > calls, f"a fetch's partitions are taken in one call: {merged:.0f} batches in {calls:.0f} calls"
         assert worker.get("/healthz")[0] == 200 and worker.ready()
     finally:
         scores.close()

@@ -48,3 +48,17 @@ def test_sweep_expires_only_the_partitions_own_keys() -> None:
     outputs = table.flush(1)
     assert [(o.key, o.value) for o in outputs] == [(b"old-1", None)]
     assert "old-2" in table and "new-1" in table
+
+
+def test_flush_split_sends_each_write_to_the_partition_that_caused_it() -> None:
+    table = make_table()
+    table["old"], table["gone"] = b"0", b"0"
+    table.flush(3)
+    table["a"], table["b"], table["old"] = b"1", b"2", b"5"  # written by inputs of partitions 0, 1 and (old) 3
+    del table["gone"]  # an expiry: its tombstone goes to the partition that holds it
+    table["stray"] = b"9"  # neither owned nor stored: the default partition
+    split = table.flush_split({"a": 0, "b": 1}, default=2)
+    assert {p: sorted((o.key, o.value) for o in outs) for p, outs in split.items()} == {
+        0: [(b"a", b"1")], 1: [(b"b", b"2")], 2: [(b"stray", b"9")], 3: [(b"gone", None), (b"old", b"5")]}
+    assert [table.partition_of(k) for k in ("a", "b", "old", "stray", "gone")] == [0, 1, 3, 2, None]
+    assert table.flush_split({}, default=0) == {} and table.flush(0) == []  # nothing left pending
