@@ -140,6 +140,8 @@ class BatchAgent:
         generation = getattr(self.app, "consumer_generation_id", None)
         if generation is not None:
             batches = [b for b in batches if b.generation_id in (None, generation)]
+            if not batches:
+                return
         parse, limits = pipeline.parse, self.limits
         groups: list[Group] = []
         letters: list[list[Output]] = []
@@ -168,7 +170,7 @@ class BatchAgent:
             for i in scored:
                 batch = batches[i]
                 results[i] = []
-                letters[i] = [self._dead_letter(batch, r, "processing_error", type(exc).__name__, str(exc))
+                letters[i] += [self._dead_letter(batch, r, "processing_error", type(exc).__name__, str(exc))
                               for r in batch.records]
                 groups[i] = Group([], [], batch.partition)
         for batch, group, outputs, bad in zip(batches, groups, results, letters):
