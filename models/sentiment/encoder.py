@@ -16,6 +16,21 @@ builds the padded matrix. Per message that is a few microseconds.
 [[2, 1, 6], [11, 0, 0]]
 >>> WordEncoder.from_json(enc.to_json()).encode(["bad"]).tolist()
 [[3]]
+
+Optional subwords (fastText's character n-grams, ``subwords={"min_n": 3, "max_n": 5,
+"buckets": B}``): each word's n-grams, with ``<``/``>`` boundary marks, are hashed by
+CRC-32 into ``B`` buckets (:func:`char_ngram_buckets`). For vocabulary words the
+model looks them up in a table built from the same function
+(:meth:`WordEncoder.subword_table`); an unknown word, which has no row there, gets
+its n-grams as extra ids ``n_ids + bucket`` after the message's words (at most
+``max_per_message``), so a misspelling still lands near the word it spells.
+
+>>> sub = WordEncoder(["good"], n_oov=4, subwords={"min_n": 3, "max_n": 3, "buckets": 1000})
+>>> char_ngrams("bad", 3, 3)
+['<ba', 'bad', 'ad>']
+>>> row = sub.encode(["good bad"])[0].tolist()
+>>> row[:2], row[2:] == [sub.n_ids + b for b in char_ngram_buckets("bad", 3, 3, 1000)]
+([1, 5], True)
 """
 
 from __future__ import annotations
@@ -31,13 +46,26 @@ from .text import SEPARATOR, TOKEN, VERSION, normalize_joined
 
 _BOUNDARY = -2
 _UNKNOWN = -1
+SUBWORD_DEFAULTS = {"min_n": 3, "max_n": 5, "max_per_message": 64}
+MAX_NGRAM_WORD = 30  # longer tokens contribute the n-grams of their first 30 characters
+
+
+def char_ngrams(word: str, min_n: int, max_n: int) -> list[str]:
+    """The character n-grams of ``<word>`` (boundary marks included), shortest first."""
+    w = f"<{word[:MAX_NGRAM_WORD]}>"
+    return [w[i:i + n] for n in range(min_n, max_n + 1) for i in range(len(w) - n + 1)]
+
+
+def char_ngram_buckets(word: str, min_n: int, max_n: int, buckets: int) -> list[int]:
+    """Hashed n-gram ids of ``word`` in ``[0, buckets)`` (CRC-32: stable across processes)."""
+    return [zlib.crc32(g.encode("utf-8")) % buckets for g in char_ngrams(word, min_n, max_n)]
 
 
 class WordEncoder:
     """Texts -> ``(n, length)`` int64 ids, padded with 0, at most ``max_tokens`` per text."""
 
     def __init__(self, words: Sequence[str], *, n_oov: int = 4096, max_tokens: int = 64,
-                 text_version: int = VERSION) -> None:
+                 text_version: int = VERSION, subwords: dict | None = None) -> None:
         if text_version != VERSION:
             raise ValueError(f"model was trained with text normalization v{text_version}, this code is v{VERSION}: "
                              "retrain the model (`lepton train sentiment`)")
@@ -47,6 +75,8 @@ class WordEncoder:
         self.n_oov = n_oov
         self.max_tokens = max_tokens
         self.oov_base = len(self.words) + 1
+        self.subwords = {**SUBWORD_DEFAULTS, **subwords} if subwords else None
+        self._oov_subwords: dict[str, np.ndarray] = {}
 
     @property
     def n_ids(self) -> int:
@@ -64,6 +94,32 @@ class WordEncoder:
     def oov_id(self, token: str) -> int:
         return self.oov_base + zlib.crc32(token.encode("utf-8")) % self.n_oov
 
+    def _ngram_ids(self, word: str) -> list[int]:
+        sw = self.subwords
+        return char_ngram_buckets(word, sw["min_n"], sw["max_n"], sw["buckets"])
+
+    def subword_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(table, counts)``: row ``id`` holds the n-gram buckets of vocabulary word ``id``
+        (padded with 0, ``counts[id]`` of them are real); padding and unknown-word ids have none."""
+        rows = [self._ngram_ids(w) for w in self.words]
+        width = max((len(r) for r in rows), default=1)
+        table = np.zeros((self.n_ids, width), dtype=np.int64)
+        counts = np.zeros(self.n_ids, dtype=np.int64)
+        for i, r in enumerate(rows, 1):
+            table[i, :len(r)] = r
+            counts[i] = len(r)
+        return table, counts
+
+    def _unknown_subwords(self, token: str) -> np.ndarray:
+        """``n_ids + bucket`` for each n-gram of an unknown token (cached, the cache bounded)."""
+        got = self._oov_subwords.get(token)
+        if got is None:
+            if len(self._oov_subwords) >= 100_000:
+                self._oov_subwords.clear()
+            got = np.asarray(self._ngram_ids(token), dtype=np.int64) + self.n_ids
+            self._oov_subwords[token] = got
+        return got
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Padded ids of ``texts`` (hot path: one call per micro-batch)."""
         n = len(texts)
@@ -79,18 +135,48 @@ class WordEncoder:
         starts = np.concatenate(([0], bounds + 1))
         ends = np.concatenate((bounds, [len(ids)]))
         lengths = np.minimum(ends - starts, self.max_tokens)
-        width = max(int(lengths.max()), 1)
+        extra = self._extra_subwords(toks, unknown, starts, lengths) if self.subwords and len(unknown) else None
+        width = max(int(lengths.max()) + (0 if extra is None else int(extra[2].max())), 1)
         out = np.zeros((n, width), dtype=np.int64)
         total = int(lengths.sum())
         if total:
             rows = np.repeat(np.arange(n), lengths)
             cols = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
             out[rows, cols] = ids[np.repeat(starts, lengths) + cols]
+        if extra is not None:
+            rows, values, counts = extra
+            k = len(values)
+            if k:
+                rank = np.arange(k) - np.repeat(np.cumsum(counts) - counts, counts)
+                out[rows, lengths[rows] + rank] = values
         return out
 
+    def _extra_subwords(self, toks: list[str], unknown: np.ndarray, starts: np.ndarray,
+                        lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(message of each extra id, the ids, extras per message) for the unknown tokens kept."""
+        message = np.searchsorted(starts, unknown, side="right") - 1
+        kept = unknown - starts[message] < lengths[message]
+        cap = self.subwords["max_per_message"]
+        counts = np.zeros(len(starts), dtype=np.int64)
+        rows, values = [], []
+        for m, i in zip(message[kept].tolist(), unknown[kept].tolist()):
+            room = cap - counts[m]
+            if room <= 0:
+                continue
+            sub = self._unknown_subwords(toks[i])[:room]
+            rows.append(np.full(len(sub), m, dtype=np.int64))
+            values.append(sub)
+            counts[m] += len(sub)
+        if not values:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), counts
+        return np.concatenate(rows), np.concatenate(values), counts
+
     def to_json(self) -> str:
-        return json.dumps({"kind": "words", "text_version": VERSION, "n_oov": self.n_oov,
-                           "max_tokens": self.max_tokens, "words": self.words}, ensure_ascii=False)
+        spec = {"kind": "words", "text_version": VERSION, "n_oov": self.n_oov,
+                "max_tokens": self.max_tokens, "words": self.words}
+        if self.subwords:
+            spec["subwords"] = self.subwords
+        return json.dumps(spec, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> "WordEncoder":
@@ -98,4 +184,4 @@ class WordEncoder:
         if spec.get("kind") != "words":
             raise ValueError(f"not a word encoder: {spec.get('kind')!r}")
         return cls(spec["words"], n_oov=spec["n_oov"], max_tokens=spec["max_tokens"],
-                   text_version=spec["text_version"])
+                   text_version=spec["text_version"], subwords=spec.get("subwords"))

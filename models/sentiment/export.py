@@ -85,7 +85,8 @@ def export(model: Any, encoder: Any, *, check_texts: Sequence[str] = (), opset: 
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.from_numpy(ids[:2]),), buf, dynamo=False, input_names=[INPUT],
+            traced = model.for_export() if hasattr(model, "for_export") else model
+            torch.onnx.export(traced, (torch.from_numpy(ids[:2]),), buf, dynamo=False, input_names=[INPUT],
                               output_names=[OUTPUT], opset_version=opset,
                               dynamic_axes={INPUT: {0: "batch", 1: "length"}, OUTPUT: {0: "batch"}})
         with torch.no_grad():

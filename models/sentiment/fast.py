@@ -8,6 +8,15 @@ a second. Bigram ids are hashed *inside* the graph from the word ids, so
 serving feeds exactly one int64 matrix and the tokenizer stays in one place
 (:class:`~.encoder.WordEncoder`).
 
+Optional subwords (``FastConfig.subwords``), as fastText's character n-grams:
+a vocabulary word's input vector is its own embedding plus those of its hashed
+n-grams (the same bucket table as the bigrams, as in fastText), and each n-gram
+counts as one more item of the message's mean. The word -> n-gram table comes
+from the encoder (:meth:`~.encoder.WordEncoder.subword_table`); unknown words
+bring their n-gram ids in the id matrix itself (ids >= ``n_ids``). For export
+the table is folded into one embedding matrix (:meth:`FastTextNet.for_export`):
+serving does the same two gathers as without subwords.
+
 torch is imported here only for training and export; the worker never imports
 this module.
 """
@@ -31,9 +40,21 @@ class FastTextNet(nn.Module):
     """ids ``(n, length)`` int64 (0 = padding) -> class probabilities ``(n, 3)``."""
 
     def __init__(self, n_ids: int, *, n_bigrams: int = 1 << 18, dim: int = 64, n_classes: int = 3,
-                 dropout: float = 0.2, hidden: int = 0) -> None:
+                 dropout: float = 0.2, hidden: int = 0,
+                 subwords: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
+        self.n_ids = n_ids
         self.n_bigrams = n_bigrams
+        self.sub_table: torch.Tensor | None
+        self.sub_count: torch.Tensor | None
+        if subwords is None:
+            self.sub_table = self.sub_count = None
+        else:
+            table, counts = subwords
+            if len(table) != n_ids or (len(table) and int(table.max(initial=0)) >= n_bigrams):
+                raise ValueError("subword table does not fit the model's id space")
+            self.register_buffer("sub_table", torch.from_numpy(np.asarray(table, dtype=np.int64)))
+            self.register_buffer("sub_count", torch.from_numpy(np.asarray(counts, dtype=np.int64)))
         self.words = nn.Embedding(n_ids, dim, padding_idx=0, sparse=True)
         self.bigrams = nn.Embedding(n_bigrams, dim, sparse=True)
         nn.init.normal_(self.words.weight, std=0.05)
@@ -45,6 +66,8 @@ class FastTextNet(nn.Module):
         self.out = nn.Linear(hidden or dim, n_classes)
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.sub_table is not None:
+            return self._subword_logits(ids)
         mask = (ids != 0).to(torch.float32)
         pair_mask = mask[:, :-1] * mask[:, 1:]
         pairs = torch.remainder(ids[:, :-1] * BIGRAM_PRIME + ids[:, 1:], self.n_bigrams)
@@ -52,8 +75,63 @@ class FastTextNet(nn.Module):
         count = (mask.sum(1) + pair_mask.sum(1)).clamp(min=1.0).unsqueeze(-1)
         return self.out(self.hidden(self.drop(total / count)))
 
+    def _subword_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Training form: each distinct id's vector once per batch (word + its n-grams, or one n-gram)."""
+        n_ids = self.n_ids
+        word = ((ids > 0) & (ids < n_ids)).to(torch.float32)
+        pair_mask = word[:, :-1] * word[:, 1:]
+        pairs = torch.remainder(ids[:, :-1] * BIGRAM_PRIME + ids[:, 1:], self.n_bigrams)
+        uniq, inverse = torch.unique(ids, return_inverse=True)
+        is_word = uniq < n_ids
+        w_at, s_at = torch.nonzero(is_word).squeeze(1), torch.nonzero(~is_word).squeeze(1)
+        uw = uniq[w_at]
+        table, counts = self.sub_table[uw], self.sub_count[uw]
+        real = (torch.arange(table.shape[1]).unsqueeze(0) < counts.unsqueeze(1)).to(torch.float32)
+        vw = self.words(uw) + (self.bigrams(table) * real.unsqueeze(-1)).sum(1)
+        vs = self.bigrams(uniq[s_at] - n_ids)
+        vec = torch.zeros(len(uniq), vw.shape[1]).index_copy(0, w_at, vw).index_copy(0, s_at, vs)
+        items = torch.ones(len(uniq)).index_copy(0, w_at, (1 + counts).to(torch.float32))
+        items = torch.where(uniq == 0, torch.zeros_like(items), items)
+        total = vec[inverse].sum(1) + (self.bigrams(pairs) * pair_mask.unsqueeze(-1)).sum(1)
+        count = (items[inverse].sum(1) + pair_mask.sum(1)).clamp(min=1.0).unsqueeze(-1)
+        return self.out(self.hidden(self.drop(total / count)))
+
+    def for_export(self) -> nn.Module:
+        """The module to trace for ONNX: itself, or with subwords the folded form (same outputs)."""
+        if self.sub_table is None:
+            return self
+        with torch.no_grad():
+            real = (torch.arange(self.sub_table.shape[1]).unsqueeze(0) < self.sub_count.unsqueeze(1)).float()
+            words = self.words.weight + (self.bigrams.weight[self.sub_table] * real.unsqueeze(-1)).sum(1)
+            items = (1 + self.sub_count).to(torch.float32)
+            items[0] = 0.0
+            table = torch.cat([words, self.bigrams.weight]).clone()
+            weight = torch.cat([items, torch.ones(self.n_bigrams)]).unsqueeze(1).clone()
+        return _FoldedFastText(table, weight, self.n_ids, self.n_bigrams, self.hidden, self.out).eval()
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(ids), dim=-1)
+
+
+class _FoldedFastText(nn.Module):
+    """Export form of a subword :class:`FastTextNet`: one table for words (n-grams folded in) and buckets."""
+
+    def __init__(self, table: torch.Tensor, weight: torch.Tensor, n_ids: int, n_bigrams: int,
+                 hidden: nn.Module, out: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("table", table)
+        self.register_buffer("weight", weight)
+        self.n_ids, self.n_bigrams = n_ids, n_bigrams
+        self.hidden, self.out = hidden, out
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        word = ((ids > 0) & (ids < self.n_ids)).to(torch.float32)
+        pair_mask = word[:, :-1] * word[:, 1:]
+        pairs = torch.remainder(ids[:, :-1] * BIGRAM_PRIME + ids[:, 1:], self.n_bigrams) + self.n_ids
+        total = nn.functional.embedding(ids, self.table).sum(1) + (
+            nn.functional.embedding(pairs, self.table) * pair_mask.unsqueeze(-1)).sum(1)
+        count = nn.functional.embedding(ids, self.weight).sum(1) + pair_mask.sum(1, keepdim=True)
+        return torch.softmax(self.out(self.hidden(total / count.clamp(min=1.0))), dim=-1)
 
 
 @dataclass
@@ -70,6 +148,9 @@ class FastConfig:
     balanced: bool = True  # class-balanced loss: macro-F1/recall weigh the rare class as much
     max_tokens: int = 64
     hidden: int = 0  # 0: linear on the mean embedding (fastText); >0: one ReLU layer of that width
+    subwords: bool = True  # character n-grams of each word (min_n..max_n, boundary marks), hashed
+    min_n: int = 3
+    max_n: int = 5
     seed: int = 0
 
 
@@ -104,11 +185,12 @@ def train_fast(texts: Sequence[str], y: np.ndarray, config: FastConfig | None = 
     cfg = config or FastConfig()
     y = np.asarray(y, dtype=np.int64)
     toks = token_lists(list(texts))
-    encoder = WordEncoder.build(toks, min_count=cfg.min_count, max_tokens=cfg.max_tokens)
+    subwords = {"min_n": cfg.min_n, "max_n": cfg.max_n, "buckets": cfg.n_bigrams} if cfg.subwords else None
+    encoder = WordEncoder.build(toks, min_count=cfg.min_count, max_tokens=cfg.max_tokens, subwords=subwords)
     if extra_words:
         known = set(encoder.words)
         encoder = WordEncoder([*encoder.words, *(w for w in dict.fromkeys(extra_words) if w not in known)],
-                              n_oov=encoder.n_oov, max_tokens=cfg.max_tokens)
+                              n_oov=encoder.n_oov, max_tokens=cfg.max_tokens, subwords=subwords)
     ids = encoder.encode(list(texts))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -116,7 +198,7 @@ def train_fast(texts: Sequence[str], y: np.ndarray, config: FastConfig | None = 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = FastTextNet(encoder.n_ids, n_bigrams=cfg.n_bigrams, dim=cfg.dim, dropout=cfg.dropout,
-                                hidden=cfg.hidden)
+                                hidden=cfg.hidden, subwords=encoder.subword_table() if cfg.subwords else None)
             if init_vectors is not None:
                 vectors = project(np.asarray(init_vectors(encoder.words), dtype=np.float32), cfg.dim)
                 with torch.no_grad():

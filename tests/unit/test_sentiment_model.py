@@ -139,3 +139,52 @@ def test_train_sentiment_registers_model_metrics_and_online_warm_start(tmp_path)
     slot.load_now()
     pipeline = SentimentPipeline(slot, settings.topics, settings)
     assert pipeline.online.updates == 1500  # warm-started from online.pkl
+
+
+MISSPELT = ["thanksss a lottt, grreat crew", "terribble delayyed flihgt", "sooo gooood", "worstt servicee evr",
+            "xqzv", "the gate is B7"]
+
+
+@pytest.fixture(scope="module")
+def subword_model():
+    frame = ChatGenerator(seed=5, start_ts=1_700_000_000.0).batch(3000)
+    cfg = FastConfig(dim=16, n_bigrams=1 << 12, epochs=3, min_count=2, subwords=True, min_n=3, max_n=5)
+    encoder, net = train_fast(frame["text"].tolist(), labels_to_ids(frame["label"]), cfg)
+    return encoder, net
+
+
+def test_char_ngram_ids_are_one_implementation_for_torch_and_onnx(subword_model, tmp_path) -> None:
+    from models.sentiment.encoder import char_ngram_buckets
+
+    encoder, net = subword_model
+    assert encoder.subwords == {"min_n": 3, "max_n": 5, "buckets": 1 << 12, "max_per_message": 64}
+    word = encoder.words[5]
+    row = encoder.vocab[word]
+    n = int(net.sub_count[row])
+    assert n == len(char_ngram_buckets(word, 3, 5, 1 << 12)) > 0
+    assert net.sub_table[row, :n].tolist() == char_ngram_buckets(word, 3, 5, 1 << 12)  # the torch table
+    ids = encoder.encode(MISSPELT)
+    assert (ids >= encoder.n_ids).any()  # unknown words bring their n-grams
+    settings = Settings(home=tmp_path)
+    register_model(settings, "fast", encoder, net, metrics={}, training={}, check_texts=MISSPELT)
+    served = TextScorer(OnnxScorer.from_registry(ModelRegistry(settings.models_dir), "sentiment", threads=1))
+    np.testing.assert_array_equal(served.encoder.encode(MISSPELT + FIXED), encoder.encode(MISSPELT + FIXED))
+    np.testing.assert_allclose(served.predict(MISSPELT + FIXED), predict_fast(encoder, net, MISSPELT + FIXED),
+                               atol=1e-5)
+
+
+def test_subword_embeddings_move_unknown_words(subword_model) -> None:
+    encoder, net = subword_model
+    before = predict_fast(encoder, net, ["xqzvbrk"])
+    ids = encoder.encode(["xqzvbrk"])[0]
+    extra = ids[ids >= encoder.n_ids] - encoder.n_ids
+    assert len(extra) > 0
+    with torch.no_grad():
+        saved = net.bigrams.weight[extra].clone()
+        net.bigrams.weight[extra] += 5.0 * net.out.weight[0]  # push its n-grams towards "negative"
+    try:
+        after = predict_fast(encoder, net, ["xqzvbrk"])
+    finally:
+        with torch.no_grad():
+            net.bigrams.weight[extra] = saved
+    assert after[0, 0] > before[0, 0] + 0.1
