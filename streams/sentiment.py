@@ -7,7 +7,10 @@ channel's mood turns negative (:mod:`models.sentiment.mood`).
 Per micro-batch: the batch is tokenized at once and scored in one ONNX call by
 the champion (the registry's, fast or accurate); a sample of it is scored by a
 shadow challenger, if one is configured, and the two labels' agreement is
-counted. Every text is kept for a while (:class:`~models.sentiment.store.TextStore`)
+counted. With ``sentiment_prior_adaptation`` the champion's probabilities are
+first re-weighted to the class mix of the recent stream, estimated without
+labels (:mod:`models.sentiment.prior`; the estimate is not checkpointed: after a
+restart it is rebuilt from the next ``sentiment_prior_min_messages`` messages). Every text is kept for a while (:class:`~models.sentiment.store.TextStore`)
 so that corrections arriving on ``sentiment-labels`` (``{id, label}``) can
 teach the River online model (:meth:`SentimentPipeline.learn`); a correction
 that arrives before its message was scored waits for it
@@ -47,6 +50,7 @@ from models.registry import ModelRegistry, RegistryError
 from models.sentiment import LABELS
 from models.sentiment.mood import ChannelMood, MoodConfig, Transition
 from models.sentiment.online import OnlineSentiment
+from models.sentiment.prior import PRIOR_FILE, PriorAdapter, read_source_prior
 from models.sentiment.scorer import TextScorer
 from models.sentiment.store import TextStore
 
@@ -165,6 +169,8 @@ class SentimentPipeline(Pipeline):
         self.shadow_max = s.sentiment_shadow_max_per_batch
         self.blend = s.sentiment_blend
         self._text: TextScorer | None = None
+        self.prior: PriorAdapter | None = None  # of the champion version in self._prior_of
+        self._prior_of: int | None = None
         self._pair: tuple[int, int] | None = None  # (champion, challenger) versions the agreement is about
         self.shadow_scored = 0
         self.shadow_agreed = 0
@@ -212,6 +218,10 @@ class SentimentPipeline(Pipeline):
         texts = [e.text for e in events]
         with metrics.INFERENCE.labels(self.name, str(version)).time():
             probs = champion.predict(texts)
+        if self.settings.sentiment_prior_adaptation:
+            adapter = self.prior if self._prior_of == version else self._new_prior(version)
+            if adapter is not None:
+                probs = adapter.adapt(probs)
         labels = probs.argmax(axis=1)
         challenger = self.challenger.scorer
         blended = None
@@ -253,6 +263,20 @@ class SentimentPipeline(Pipeline):
         for value in probs[::step, NEGATIVE].tolist():
             self._scores.observe(value)
         return outputs
+
+    def _new_prior(self, version: int) -> PriorAdapter | None:
+        """A fresh prior adapter for a (new) champion, from the source prior saved beside it."""
+        self._prior_of, self.prior = version, None
+        try:
+            source = read_source_prior(self.slot.registry.model_path(self.name, version).parent)
+        except RegistryError:
+            source = None
+        if source is None:
+            log.warning("sentiment: v%s has no source prior (%s); prior adaptation is off for it", version, PRIOR_FILE)
+            return None
+        s = self.settings
+        self.prior = PriorAdapter(source, s.sentiment_prior_window, s.sentiment_prior_min_messages)
+        return self.prior
 
     def process_batch(self, events: Sequence[ChatMessage], offsets: Sequence[int], partition: int,
                       now: float) -> list[Output]:

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         "alone (the challenger scores a sample, in shadow); >0: both score every message and the label is the blend's.")
     sentiment_shadow_max_per_batch: int = Field(
         64, ge=0, description="Messages per batch the challenger scores (a sample: the accurate model is slow).")
+    sentiment_prior_adaptation: bool = Field(
+        False, description="Re-estimate the class mix of the recent stream without labels (EM, Saerens et al. 2002) "
+        "and re-weight the champion's probabilities to it; needs the model's source prior (prior.json beside it).")
+    sentiment_prior_window: int = Field(2000, ge=10, description="Recent messages the class-mix estimate is made over.")
+    sentiment_prior_min_messages: int = Field(
+        200, ge=1, description="Messages seen before the prior adaptation starts re-weighting.")
     sentiment_store_max: int = Field(200_000, ge=1, description="Message texts kept for corrections (oldest go first).")
     sentiment_store_ttl_s: float = Field(7 * 86_400.0, gt=0, description="How long a text waits for its correction.")
     sentiment_online_window: int = Field(1000, ge=10, description="Corrections over which prequential quality is measured.")

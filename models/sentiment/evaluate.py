@@ -53,6 +53,17 @@ def _stream(settings: Any, registry_root: Path, version: int | None, frame: pd.D
         slot.scorer = OnnxScorer.from_registry(registry, "sentiment", version, threads=settings.onnx_threads)
     pipeline = SentimentPipeline(slot, settings.topics, settings)
     pipeline.challenger.refresh(slot.version)
+    unadapted: list[np.ndarray] = []  # the champion's probabilities before prior adaptation, batch by batch
+    new_prior = pipeline._new_prior
+
+    def recording_prior(version: int) -> Any:
+        adapter = new_prior(version)
+        if adapter is not None:
+            adapt = adapter.adapt
+            adapter.adapt = lambda p: (unadapted.append(np.array(p, dtype=np.float64)), adapt(p))[1]
+        return adapter
+
+    pipeline._new_prior = recording_prior
     ts = frame["ts"].to_numpy(dtype=np.float64)
     if np.isnan(ts).any():  # no event time: one message a second, in file order
         ts = 1_700_000_000.0 + np.arange(len(frame), dtype=np.float64)
@@ -83,6 +94,10 @@ def _stream(settings: Any, registry_root: Path, version: int | None, frame: pd.D
              "challenger_version": pipeline.challenger.scorer.version if pipeline.challenger.scorer else None,
              "challenger_agreement": pipeline.agreement() if pipeline.shadow_scored else None,
              "escalations_raised": sum(a["state"] == "raised" for a in alerts),
+             "prior_adaptation": pipeline.prior is not None,
+             "prior_estimate": pipeline.prior.prior.round(4).tolist() if pipeline.prior is not None else None,
+             "source_prior": pipeline.prior.source.round(4).tolist() if pipeline.prior is not None else None,
+             "unadapted": np.concatenate(unadapted) if pipeline.prior is not None and unadapted else None,
              "escalations": [{k: a[k] for k in ("id", "state", "subject", "ts", "score", "reason")} for a in alerts[:50]]}
     return probs, versions, stats
 
@@ -105,7 +120,7 @@ def evaluate_sentiment(data: Path, test_where: str | None = None, test: Path | N
     """
     from streams.settings import get_settings
 
-    from .train import fit, register_model
+    from .train import fit, predict_torch, register_model, save_source_prior
 
     settings = settings or get_settings()
     started = time.time()
@@ -134,6 +149,8 @@ def evaluate_sentiment(data: Path, test_where: str | None = None, test: Path | N
             scratch_settings = settings.model_copy(update={"home": Path(scratch)})
             meta = register_model(scratch_settings, model, encoder, net, metrics={},
                                   training={"rows": len(texts), "source": "evaluation"})
+            if model == "fast":
+                save_source_prior(scratch_settings, meta, predict_torch(model, encoder, net, texts))
             root, used = scratch_settings.models_dir, meta.version
             result.update(model=model, train_rows=len(texts), train_seconds=round(time.time() - started, 1))
         else:
@@ -151,6 +168,9 @@ def evaluate_sentiment(data: Path, test_where: str | None = None, test: Path | N
         probs, _, stats = _stream(settings, root, used, test_frame, batch or settings.max_batch)
     predicted = probs.argmax(1)
     result.update(classification_metrics(test_frame["y"].to_numpy(), predicted))
+    unadapted = stats.pop("unadapted")
+    if unadapted is not None and len(unadapted) == len(test_frame):  # the same pass, before re-weighting
+        result["without_prior_adaptation"] = classification_metrics(test_frame["y"].to_numpy(), unadapted.argmax(1))
     result["pipeline_stats"] = stats
     result["seconds"] = round(time.time() - started, 1)
     if predictions_out is not None:

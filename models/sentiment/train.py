@@ -204,6 +204,14 @@ def register_model(settings: Any, kind: str, encoder: Any, model: Any, *, metric
     return meta
 
 
+def save_source_prior(settings: Any, meta: ModelMeta, probs: np.ndarray) -> np.ndarray:
+    """The model's mean probability on its training rows, saved beside it for prior adaptation."""
+    from .prior import write_source_prior
+
+    directory = ModelRegistry(settings.models_dir).model_path("sentiment", meta.version).parent
+    return write_source_prior(directory, probs, "mean probability on the training rows")
+
+
 def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, epochs: int | None = None,
                     promote: bool = True, progress: bool = False, *, model: str = "fast",
                     test_where: str | None = None, train_part_only: bool = False, seed: int = 0,
@@ -259,5 +267,12 @@ def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, ep
                 "logit_offsets": None if logit_offsets is None else [float(v) for v in logit_offsets],
                 **(notes or {})}
     metrics = {k: float(val[k]) for k in ("accuracy", "macro_f1", "macro_recall")}
-    return register_model(settings, model, encoder, net, metrics=metrics, training=training, online=online,
-                          promote=promote, check_texts=val_texts[:64])
+    if model != "fast":
+        return register_model(settings, model, encoder, net, metrics=metrics, training=training, online=online,
+                              promote=promote, check_texts=val_texts[:64])
+    meta = register_model(settings, model, encoder, net, metrics=metrics, training=training, online=online,
+                          promote=False, check_texts=val_texts[:64])
+    save_source_prior(settings, meta, predict_torch(model, encoder, net, texts))  # before it can serve
+    if promote and ModelRegistry(settings.models_dir).champion("sentiment").version != meta.version:
+        ModelRegistry(settings.models_dir).promote("sentiment", meta.version)
+    return meta

@@ -261,3 +261,33 @@ def test_mood_check_looks_only_at_the_escalated_channels_it_is_told() -> None:
     t += 600.0  # the window is empty: vip would clear...
     assert mood.check(t, escalated=lambda c: c != "vip") == []  # ...but not with another partition's batch
     assert [e.state for e in mood.check(t, escalated=lambda c: c == "vip")] == ["cleared"]
+
+
+def test_prior_adaptation_reweights_the_champion_with_its_source_prior(home) -> None:
+    import numpy as np
+
+    from models.sentiment.prior import PRIOR_FILE, reweight, write_source_prior
+
+    batch, _ = messages(600, seed=21)
+    now = batch[-1].ts
+
+    def probabilities(pipeline: SentimentPipeline) -> np.ndarray:
+        recs = [orjson.loads(o.value)["probabilities"] for o in pipeline.process(batch, now)
+                if o.topic == "sentiment-scores"]
+        return np.array([[p["negative"], p["neutral"], p["positive"]] for p in recs])
+
+    base = probabilities(make(home))
+    no_prior = make(home, sentiment_prior_adaptation=True, sentiment_prior_min_messages=100)
+    np.testing.assert_array_equal(probabilities(no_prior), base)  # no prior.json beside the model: off (logged)
+    assert no_prior.prior is None
+    directory = ModelRegistry(Settings(home=home).models_dir).model_path("sentiment", 1).parent
+    write_source_prior(directory, np.array([[0.2, 0.6, 0.2]]), "test: a neutral-heavy source")
+    try:
+        on = make(home, sentiment_prior_adaptation=True, sentiment_prior_min_messages=100)
+        got = probabilities(on)
+        assert on.prior is not None and on.prior.seen == 600
+        np.testing.assert_allclose(got, reweight(base, on.prior.source, on.prior.prior), atol=2e-5)
+        assert abs(on.prior.prior[1] - 0.6) > 0.05  # the stream's mix is estimated, not the source's
+        assert (got.argmax(1) != base.argmax(1)).any()
+    finally:
+        (directory / PRIOR_FILE).unlink()
