@@ -17,14 +17,24 @@ one registered model can be evaluated on both test parts
   folded into the head's bias, so serving is unchanged) are chosen on
   validation. Score of a choice: airline macro-F1 + airline accuracy + SemEval
   macro-recall, the three figures the targets name.
+* ``round1``: round 1's accurate model (the best airline figures per CPU minute):
+  two one-epoch runs over every airline training message plus 14,000 SemEval
+  training tweets drawn afresh per run, two layers frozen, the second run
+  continuing from the first at a lower learning rate. No validation, no choice.
+  About 70 minutes on one core. Each run's model is registered (run 1 alone
+  is a usable model when there is no time for run 2).
 * ``fast``: ``lepton train sentiment`` on both files' training parts, distilled
   from the accurate model (``--teacher``).
+* ``fast-validation``: round 5's comparison on the validation parts (character
+  n-grams or not; prior adaptation on and off in one pass through the pipeline).
 * ``ensemble``: registered models (``--member N`` or a version directory of any
   registry, repeated) merged into one ONNX graph averaging their probabilities
   (:mod:`.ensemble`), with weights fixed by the caller (``--weight``, default
   equal). Nothing is trained or chosen.
 
     python -m models.sentiment.recipes accurate --airline A.csv.gz --semeval S.csv.gz --checkpoints DIR
+    python -m models.sentiment.recipes round1 --airline A.csv.gz --semeval S.csv.gz
+    python -m models.sentiment.recipes fast-validation --airline A.csv.gz --semeval S.csv.gz [--no-subwords]
     python -m models.sentiment.recipes fast --airline A.csv.gz --semeval S.csv.gz --teacher N
     python -m models.sentiment.recipes ensemble --member DIR1 --member DIR2
 """
@@ -168,6 +178,43 @@ def register_accurate(settings: Any, parts: dict[str, pd.DataFrame], checkpoints
                           training=training, promote=promote, check_texts=parts["airline_val"]["text"].tolist()[:64])
 
 
+ROUND1_SEMEVAL_PER_RUN = 14_000
+
+
+def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, log: Any = print) -> ModelMeta:
+    """Round 1's accurate recipe (``git show 42a2f32:models/sentiment/recipes.py``) on today's code."""
+    from .accurate import AccurateConfig, train_accurate
+    from .train import register_model
+
+    a = training_part(read_labelled(airline), SEMEVAL_TEST)
+    s = training_part(read_labelled(semeval), SEMEVAL_TEST)
+    runs = [AccurateConfig(epochs=1, lr=8e-5, head_lr=2e-3, freeze_layers=2, seed=0),
+            AccurateConfig(epochs=1, lr=4e-5, head_lr=5e-4, warmup=0.02, freeze_layers=2, seed=1)]
+    model = encoder = None
+    started = time.time()
+    for i, cfg in enumerate(runs):
+        pick = np.sort(np.random.default_rng(i).choice(len(s), min(ROUND1_SEMEVAL_PER_RUN, len(s)), replace=False))
+        texts = [*a["text"].tolist(), *s["text"].iloc[pick].tolist()]
+        y = np.concatenate([a["y"].to_numpy(), s["y"].to_numpy()[pick]])
+        log(f"round 1 run {i + 1}/2: {len(texts)} texts")
+
+        def progress(step: int, total: int, loss: float) -> None:
+            if step % 100 == 0 or step == total:
+                log(f"run {i + 1} step {step}/{total} loss {loss:.4f} ({time.time() - started:.0f} s)")
+
+        encoder, model = train_accurate(texts, y, cfg, start=model, progress=progress)
+        training = {"source": f"{airline} + {semeval} (training parts)", "recipe": "models.sentiment.recipes.round1",
+                    "runs": [vars(c) for c in runs[:i + 1]], "semeval_per_epoch": ROUND1_SEMEVAL_PER_RUN,
+                    "train_part_only": True, "test_where": SEMEVAL_TEST, "kind": "accurate",
+                    "seconds": round(time.time() - started, 1)}
+        # each run is registered: the first run alone is a usable model if the second cannot finish
+        meta = register_model(settings, "accurate", encoder, model, metrics={}, training=training,
+                              promote=promote, check_texts=a["text"].tolist()[-64:])
+        log(f"run {i + 1}: registered v{meta.version} ({time.time() - started:.0f} s)")
+        model.train()
+    return meta
+
+
 class _Enough(Exception):
     """Raised after the kept epoch of a refit: the rest of the schedule is not run."""
 
@@ -272,11 +319,43 @@ def choose_fast_offsets(settings: Any, airline: Path, semeval: Path, teacher: in
                                           f"{' + '.join(SEMEVAL_VALIDATION)} (fitted without them)"}
 
 
+def fast_validation(airline: Path, semeval: Path, home: Path, subwords: bool = True,
+                    log: Any = print) -> dict[str, dict[str, float]]:
+    """Round 5's validation comparison: the fast model fitted without the validation rows (no teacher,
+    seed 0), each validation part streamed through the pipeline with prior adaptation on; the same
+    pass gives the figures without it. Returns the validation score both ways."""
+    from streams.settings import Settings
+
+    from .evaluate import _stream
+    from .fast import FastConfig, predict_fast, train_fast
+    from .train import register_model, save_source_prior
+
+    parts = validation_parts(airline, semeval)
+    texts = [*parts["airline_fit"]["text"], *parts["semeval_fit"]["text"]]
+    y = np.concatenate([parts["airline_fit"]["y"].to_numpy(), parts["semeval_fit"]["y"].to_numpy()])
+    settings = Settings(home=home, sentiment_prior_adaptation=True)
+    encoder, net = train_fast(texts, y, FastConfig(seed=0, subwords=subwords))
+    meta = register_model(settings, "fast", encoder, net, metrics={}, training={"source": "fit rows"})
+    source = save_source_prior(settings, meta, predict_fast(encoder, net, texts))
+    log(f"subwords={subwords}: source prior {np.round(source, 4).tolist()}")
+    got = {}
+    for name in ("airline_val", "semeval_val"):
+        frame = parts[name].reset_index(drop=True)
+        probs, _, stats = _stream(settings, settings.models_dir, meta.version, frame, settings.max_batch)
+        got[name] = (stats["unadapted"], probs)
+        log(f"{name}: class mix {np.round(np.bincount(frame['y'], minlength=3) / len(frame), 3).tolist()}, "
+            f"estimated {stats['prior_estimate']}")
+    out = {way: score(parts, got["airline_val"][i], got["semeval_val"][i]) for i, way in enumerate(("off", "on"))}
+    log(f"prior adaptation off: {json.dumps(out['off'])}")
+    log(f"prior adaptation on:  {json.dumps(out['on'])}")
+    return out
+
+
 def main() -> None:
     from streams.settings import get_settings
 
     parser = argparse.ArgumentParser(description="the recipes behind the sentiment README's numbers")
-    parser.add_argument("model", choices=("accurate", "fast", "ensemble"))
+    parser.add_argument("model", choices=("accurate", "round1", "fast", "fast-validation", "ensemble"))
     parser.add_argument("--airline", type=Path, help="accurate, fast: the airline data set")
     parser.add_argument("--semeval", type=Path, help="accurate, fast: the SemEval data set")
     parser.add_argument("--teacher", type=int, help="fast: the registered accurate version to distil")
@@ -292,6 +371,9 @@ def main() -> None:
                         help="ensemble: one weight per --member, in order (default: equal)")
     parser.add_argument("--offsets", action="store_true",
                         help="fast: fold in per-class logit offsets chosen on the validation parts")
+    parser.add_argument("--no-subwords", action="store_true", help="fast-validation: words and bigrams only")
+    parser.add_argument("--home", type=Path, default=Path("/tmp/sentiment-validation"),
+                        help="fast-validation: scratch LEPTON_HOME for the fitted model")
     parser.add_argument("--promote", action="store_true")
     args = parser.parse_args()
     settings = get_settings()
@@ -301,6 +383,13 @@ def main() -> None:
         from .ensemble import register_ensemble
 
         meta = register_ensemble(settings, args.member, args.weight, promote=args.promote)
+    elif args.model == "fast-validation":
+        fast_validation(args.airline, args.semeval, args.home, subwords=not args.no_subwords,
+                        log=lambda line: print(line, flush=True))
+        return
+    elif args.model == "round1":
+        meta = round1(settings, args.airline, args.semeval, promote=args.promote,
+                      log=lambda line: print(line, flush=True))
     elif args.model == "accurate" and args.refit_of is not None:
         meta = refit_accurate(settings, args.airline, args.semeval, args.refit_of,
                               promote=args.promote, log=lambda line: print(line, flush=True))

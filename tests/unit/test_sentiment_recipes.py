@@ -55,3 +55,20 @@ def test_offsets_folded_into_the_bias_shift_every_log_odds_by_them(files, tmp_pa
     # the same deterministic refit, only the bias moved: log-odds against 'negative' shift by the offsets
     np.testing.assert_allclose(np.log(p1 / p1[:, :1]) - np.log(p0 / p0[:, :1]),
                                np.broadcast_to(given, p0.shape), atol=1e-4)
+
+
+def test_fast_validation_scores_the_held_out_parts_with_and_without_prior_adaptation(files, tmp_path) -> None:
+    from models.sentiment.prior import PRIOR_FILE
+    from models.sentiment.recipes import fast_validation, validation_parts
+
+    a, s = files
+    lines: list[str] = []
+    out = fast_validation(a, s, tmp_path / "home", subwords=True, log=lines.append)
+    assert set(out) == {"off", "on"}
+    for way in out.values():
+        assert way["score"] == pytest.approx(way["airline_accuracy"] + way["airline_macro_f1"]
+                                             + way["semeval_macro_recall"], abs=1e-3)
+    assert out["off"]["airline_accuracy"] > 0.5  # synthetic chat is easy; the model was fitted on the fit rows
+    assert (tmp_path / "home" / "models" / "sentiment" / "v1" / PRIOR_FILE).is_file()
+    parts = validation_parts(a, s)
+    assert len(parts["semeval_val"]) == 300 and any("estimated" in line for line in lines)
