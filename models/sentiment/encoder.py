@@ -153,23 +153,24 @@ class WordEncoder:
 
     def _extra_subwords(self, toks: list[str], unknown: np.ndarray, starts: np.ndarray,
                         lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(message of each extra id, the ids, extras per message) for the unknown tokens kept."""
+        """(message of each extra id, the ids, extras per message) for the unknown tokens kept.
+
+        Vectorized but for one cache lookup per unknown token: per message, the n-grams of its
+        unknown words in order, cut at ``max_per_message``.
+        """
         message = np.searchsorted(starts, unknown, side="right") - 1
         kept = unknown - starts[message] < lengths[message]
-        cap = self.subwords["max_per_message"]
-        counts = np.zeros(len(starts), dtype=np.int64)
-        rows, values = [], []
-        for m, i in zip(message[kept].tolist(), unknown[kept].tolist()):
-            room = cap - counts[m]
-            if room <= 0:
-                continue
-            sub = self._unknown_subwords(toks[i])[:room]
-            rows.append(np.full(len(sub), m, dtype=np.int64))
-            values.append(sub)
-            counts[m] += len(sub)
-        if not values:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), counts
-        return np.concatenate(rows), np.concatenate(values), counts
+        message = message[kept]
+        grams = [self._unknown_subwords(toks[i]) for i in unknown[kept].tolist()]
+        if not grams:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(len(starts), dtype=np.int64)
+        rows = np.repeat(message, [len(g) for g in grams])
+        values = np.concatenate(grams)
+        first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])  # rows are grouped by message, in order
+        rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
+        keep = rank < self.subwords["max_per_message"]
+        rows, values = rows[keep], values[keep]
+        return rows, values, np.bincount(rows, minlength=len(starts)).astype(np.int64)
 
     def to_json(self) -> str:
         spec = {"kind": "words", "text_version": VERSION, "n_oov": self.n_oov,

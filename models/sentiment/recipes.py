@@ -271,20 +271,20 @@ def refit_accurate(settings: Any, airline: Path, semeval: Path, chosen: int,
 
 
 def fast(settings: Any, airline: Path, semeval: Path, teacher: int | None, promote: bool = True,
-         progress: bool = True, offsets: bool = False, log: Any = print) -> ModelMeta:
+         progress: bool = True, offsets: bool = False, log: Any = print, subwords: bool | None = None) -> ModelMeta:
     """``lepton train sentiment`` on both training parts; with ``offsets``, logit offsets chosen on validation."""
     from .train import train_sentiment
 
     chosen, notes = None, {}
     if offsets:
-        chosen, notes = choose_fast_offsets(settings, airline, semeval, teacher, log)
+        chosen, notes = choose_fast_offsets(settings, airline, semeval, teacher, log, subwords=bool(subwords))
     return train_sentiment(settings, [airline, semeval], promote=promote, progress=progress, model="fast",
                            test_where=SEMEVAL_TEST, train_part_only=True, teacher=teacher,
-                           logit_offsets=chosen, notes=notes)
+                           logit_offsets=chosen, notes=notes, subwords=subwords)
 
 
 def choose_fast_offsets(settings: Any, airline: Path, semeval: Path, teacher: int | None,
-                        log: Any = print) -> tuple[np.ndarray, dict[str, Any]]:
+                        log: Any = print, subwords: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-class logit offsets for the fast model, chosen as for the accurate one (:func:`choose_offsets`).
 
     The fast model is fitted (same settings, same teacher) on the training parts
@@ -306,7 +306,7 @@ def choose_fast_offsets(settings: Any, airline: Path, semeval: Path, teacher: in
             *parts["airline_val"]["text"], *parts["semeval_val"]["text"]]:
         raise RuntimeError("the fast recipe's training rows do not line up with the validation parts")
     soft = teacher_probabilities(settings, teacher, texts) if teacher is not None else None
-    encoder, net = train_fast([t for t, h in zip(texts, held) if not h], y[~held], FastConfig(seed=0),
+    encoder, net = train_fast([t for t, h in zip(texts, held) if not h], y[~held], FastConfig(seed=0, subwords=subwords),
                               soft=None if soft is None else soft[~held])
     pa = predict_fast(encoder, net, parts["airline_val"]["text"].tolist())
     ps = predict_fast(encoder, net, parts["semeval_val"]["text"].tolist())
@@ -372,6 +372,7 @@ def main() -> None:
     parser.add_argument("--offsets", action="store_true",
                         help="fast: fold in per-class logit offsets chosen on the validation parts")
     parser.add_argument("--no-subwords", action="store_true", help="fast-validation: words and bigrams only")
+    parser.add_argument("--subwords", action="store_true", help="fast: with character n-grams (off by default)")
     parser.add_argument("--home", type=Path, default=Path("/tmp/sentiment-validation"),
                         help="fast-validation: scratch LEPTON_HOME for the fitted model")
     parser.add_argument("--promote", action="store_true")
@@ -398,7 +399,8 @@ def main() -> None:
                         train=not args.choose_only, log=lambda line: print(line, flush=True))
     else:
         meta = fast(settings, args.airline, args.semeval, args.teacher, promote=args.promote,
-                    offsets=args.offsets, log=lambda line: print(line, flush=True))
+                    offsets=args.offsets, log=lambda line: print(line, flush=True),
+                    subwords=True if args.subwords else None)
     print(f"registered sentiment v{meta.version} ({meta.extra['kind']}) in {settings.models_dir}")
 
 

@@ -94,7 +94,8 @@ def minilm_available() -> bool:
 
 
 def fit(kind: str, texts: Sequence[str], y: np.ndarray, *, epochs: int | None = None, progress: bool = False,
-        seed: int = 0, soft: np.ndarray | None = None, word_vectors: bool | None = None) -> tuple[Any, Any]:
+        seed: int = 0, soft: np.ndarray | None = None, word_vectors: bool | None = None,
+        subwords: bool | None = None) -> tuple[Any, Any]:
     """Train one model kind; returns (encoder, torch model).
 
     Fast model: ``soft`` are a teacher's probabilities for ``texts``
@@ -105,7 +106,8 @@ def fit(kind: str, texts: Sequence[str], y: np.ndarray, *, epochs: int | None = 
     if kind == "fast":
         from .fast import FastConfig, train_fast
 
-        cfg = FastConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+        cfg = FastConfig(seed=seed, **({"epochs": epochs} if epochs else {}),
+                         **({"subwords": subwords} if subwords is not None else {}))
         init = None
         if word_vectors:
             from .accurate import word_vectors as init
@@ -215,7 +217,7 @@ def save_source_prior(settings: Any, meta: ModelMeta, probs: np.ndarray) -> np.n
 def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, epochs: int | None = None,
                     promote: bool = True, progress: bool = False, *, model: str = "fast",
                     test_where: str | None = None, train_part_only: bool = False, seed: int = 0,
-                    teacher: int | None = None, word_vectors: bool = False,
+                    teacher: int | None = None, word_vectors: bool = False, subwords: bool | None = None,
                     logit_offsets: Sequence[float] | None = None, notes: dict[str, Any] | None = None) -> ModelMeta:
     """Train ``model`` ("fast" or "accurate") on ``data`` (default: synthetic chat), export, register.
 
@@ -241,6 +243,8 @@ def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, ep
     fit_texts = [t for t, keep in zip(texts, fit_rows) if keep]
     soft = teacher_probabilities(settings, teacher, texts, progress) if teacher is not None and model == "fast" else None
     options = {"epochs": epochs, "progress": progress, "seed": seed, "word_vectors": word_vectors}
+    if model == "fast" and subwords is not None:
+        options["subwords"] = subwords
     encoder, net = fit(model, fit_texts, y[fit_rows], soft=None if soft is None else soft[fit_rows], **options)
     val_texts = [t for t, keep in zip(texts, val_rows) if keep]
     val = classification_metrics(y[val_rows], predict_torch(model, encoder, net, val_texts).argmax(1))
@@ -262,6 +266,7 @@ def train_sentiment(settings: Any, data: Path | Sequence[Path] | None = None, ep
                 "train_part_only": train_part_only, "test_where": test_where, "kind": model,
                 "epochs": epochs, "seconds": round(time.time() - started, 1), "teacher_version": teacher,
                 "word_vectors": bool(word_vectors and model == "fast"),
+                "subwords": bool(model == "fast" and getattr(net, "sub_table", None) is not None),
                 "class_counts": np.bincount(y, minlength=3).tolist(),
                 "validation_confusion": val["confusion"],
                 "logit_offsets": None if logit_offsets is None else [float(v) for v in logit_offsets],
