@@ -132,6 +132,7 @@ class Settings(BaseSettings):
     anomaly_adapt_gate: float = Field(3.0, ge=0, description="During an alert, sensors within +-this many sd of normal keep following drift at the full rate (0: off).")
     anomaly_learn_delay_frames: int = Field(0, ge=0, description="Frames teach an equipment's baseline this many frames later, and not as normal if an alert was raised meanwhile (its onset).")
     anomaly_dynamics_frames: int = Field(0, ge=0, description="Per sensor also a dynamics feature: the mean absolute first difference of its standardized reading over this many frames (EWMA span; 0: off).")
+    anomaly_dynamics_sd_floor: float = Field(0.0, ge=0, description="A dynamics column's standard deviation is at least this times its warm-up mean (0: off).")
     anomaly_learn_below: float = Field(1.0, gt=0, le=1, description="Frames teach the normal spread and the River detector only under this score ratio (1 = threshold).")
     anomaly_clip: float = Field(20.0, gt=0, description="Standardized deviations are clipped to +-clip.")
     anomaly_default_threshold: float = Field(3.0, gt=0, description="RMS deviation threshold when the model has no calibrated one.")

@@ -89,10 +89,13 @@ class Baseline:
     def __init__(self, n_sensors: int, warmup: int = 400, smoothing: int = 10, halflife: float = 1000.0,
                  alert_factor: float = 0.5, clip: float = 20.0, spike_clip: float = 6.0,
                  drift_allowance: float = 0.0, drift_lag: float = 0.0, min_halflife: float = 50.0,
-                 dynamics: int = 0) -> None:
+                 dynamics: int = 0, dynamics_sd_floor: float = 0.0) -> None:
         self.n_sensors = n_sensors
         # dynamics > 0: one more column per sensor, an EWMA (span ``dynamics``) of |first difference| of z
         self.dyn_alpha = 2.0 / (dynamics + 1.0) if dynamics > 0 else 0.0
+        # > 0: a dynamics column's sd is at least this times its warm-up mean (a 200-frame warm-up estimates the
+        # spread of a mean |first difference| poorly; its mean well)
+        self.dyn_sd_floor = dynamics_sd_floor
         self.drift_allowance = drift_allowance
         self.drift_lag = drift_lag
         self.max_rate = 1.0 - 0.5 ** (1.0 / min_halflife)
@@ -132,7 +135,8 @@ class Baseline:
         """The baseline an :class:`~.config.AnomalyConfig` describes (the worker's and training's)."""
         return cls(n_sensors, warmup, config.smoothing_frames, config.baseline_halflife_frames,
                    config.alert_adapt_factor, config.clip, config.spike_clip, config.drift_allowance,
-                   config.drift_lag, config.drift_min_halflife_frames, getattr(config, "dynamics_frames", 0))
+                   config.drift_lag, config.drift_min_halflife_frames, getattr(config, "dynamics_frames", 0),
+                   getattr(config, "dynamics_sd_floor", 0.0))
 
     @property
     def calibrated(self) -> bool:
@@ -218,8 +222,12 @@ class Baseline:
             self.known = np.concatenate([self.known, self.known])
             floor = np.concatenate([floor, np.full(self.n_sensors, DYN_VAR_FLOOR)])
             self.z_last = z[-1].copy()
-        self.var_floor = floor
         tail = u[self.burn_in:]
+        k = getattr(self, "dyn_sd_floor", 0.0)
+        if self.dynamics and k > 0:
+            n = self.n_sensors
+            floor[n:] = np.maximum(floor[n:], (k * tail[:, n:].mean(axis=0)) ** 2)
+        self.var_floor = floor
         self.base = tail.mean(axis=0)
         self.var = np.maximum(tail.var(axis=0), floor)
         self.u = u[-1].copy()

@@ -238,7 +238,7 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
         extra={"kind": "deviation-autoencoder", "ensemble_members": members,
                "error_threshold": config.default_threshold,
                "smoothing_frames": config.smoothing_frames, "warmup_frames": config.warmup_frames,
-               "dynamics_frames": config.dynamics_frames,
+               "dynamics_frames": config.dynamics_frames, "dynamics_sd_floor": config.dynamics_sd_floor,
                "features_module": "models.anomaly.features"},
     )
     scorer = _Scorer(onnx_bytes, meta)

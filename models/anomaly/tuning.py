@@ -178,7 +178,7 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
 
     results = []
     model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip",
-                              "dynamics_frames",
+                              "dynamics_frames", "dynamics_sd_floor",
                               "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout")
                   if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]

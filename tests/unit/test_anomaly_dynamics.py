@@ -136,3 +136,34 @@ def test_noise_faults_of_the_proxy_keep_the_level_and_raise_the_movement() -> No
         assert np.diff(noise.values[fault, col]).std() > 1.3 * np.diff(x[fault, col]).std()
     with pytest.raises(ValueError):
         inject(run, np.random.default_rng(1), 400, kind="spike")
+
+
+def test_sd_floor_holds_a_dynamics_column_spread_at_k_times_its_warm_up_mean() -> None:
+    x = noisy(1200, seed=8)
+    plain = Baseline(3, warmup=200, smoothing=5, dynamics=10)
+    floored = Baseline(3, warmup=200, smoothing=5, dynamics=10, dynamics_sd_floor=0.5)
+    for b in (plain, floored):
+        b.feed(x[:200])
+    # White noise: the EWMA of |first difference| has sd ~0.3 around a mean ~1.1, so the floor binds.
+    assert (np.sqrt(plain.var[3:]) < 0.5 * plain.base[3:]).all()
+    assert np.allclose(floored.base, plain.base) and np.allclose(floored.var[:3], plain.var[:3])  # levels unchanged
+    assert np.allclose(np.sqrt(floored.var[3:]), 0.5 * floored.base[3:])
+    # Kept while the baseline adapts (normal rows at the full rate pull the variance toward theirs).
+    k = 0.5 * floored.base[3:].copy()
+    step = floored.feed(x[200:1200])
+    floored.adapt(step.smoothed, np.ones(len(step.smoothed), dtype=bool), block=100)
+    assert (np.sqrt(floored.var[3:]) >= k - 1e-12).all()
+    # Smaller dynamics deviations than without the floor, the levels' the same.
+    d_plain, d_floor = plain.feed(x[200:1200]).deviations, step.deviations
+    assert np.allclose(d_floor[:, :3], d_plain[:, :3])
+    assert np.abs(d_floor[:, 3:]).mean() < 0.8 * np.abs(d_plain[:, 3:]).mean()
+
+
+def test_sd_floor_is_off_by_default_and_read_from_settings() -> None:
+    from streams.settings import Settings
+
+    assert AnomalyConfig().dynamics_sd_floor == 0.0
+    assert AnomalyConfig.from_settings(Settings(anomaly_dynamics_sd_floor=0.5)).dynamics_sd_floor == 0.5
+    assert Baseline.from_config(3, 300, AnomalyConfig(dynamics_frames=10, dynamics_sd_floor=0.5)).dyn_sd_floor == 0.5
+    with pytest.raises(ValueError):
+        AnomalyConfig(dynamics_sd_floor=-0.1)
