@@ -362,7 +362,8 @@ class FraudPipeline(Pipeline):
 
     def process_batch(self, events: Sequence[Transaction], offsets: Sequence[int] | None, partition: int,
                       now: float) -> list[Output]:
-        return self._score([Group(events, offsets, partition)], now)[0]  # type: ignore[arg-type]
+        group = Group(events, offsets, partition)  # type: ignore[arg-type]
+        return self._score([group], now, self._applied_before(group) or 0)[0]
 
     def process_batches(self, groups: Sequence[Group], now: float) -> list[list[Output]]:
         """Several partitions' batches scored in one pass (one feature call, one ONNX call).
@@ -371,11 +372,12 @@ class FraudPipeline(Pipeline):
         against read-only state; the others together. Features and scores equal those of
         one call per batch: a card's transactions all come from one partition.
         """
-        replays = [i for i, g in enumerate(groups) if self._applied_before(g) is not None]
+        applied = [self._applied_before(g) for g in groups]
         results: list[list[Output]] = [[] for _ in groups]
-        for i in replays:
-            results[i] = self._score([groups[i]], now)[0]
-        fresh = [i for i in range(len(groups)) if i not in replays]
+        for i, k in enumerate(applied):
+            if k is not None:
+                results[i] = self._score([groups[i]], now, k)[0]
+        fresh = [i for i, k in enumerate(applied) if k is None]
         if fresh:
             for i, outs in zip(fresh, self._score([groups[i] for i in fresh], now)):
                 results[i] = outs
@@ -391,10 +393,11 @@ class FraudPipeline(Pipeline):
             return None
         return int(np.searchsorted(np.asarray(group.offsets), applied, side="right"))
 
-    def _score(self, groups: Sequence[Group], now: float) -> list[list[Output]]:
+    def _score(self, groups: Sequence[Group], now: float, fresh_from: int = 0) -> list[list[Output]]:
         """Score ``groups`` (each one partition's batch) together; each gets its own outputs.
 
-        Several groups must all be fresh (no input applied before): see :meth:`process_batches`.
+        ``fresh_from``: how many first inputs of a single group were applied before a crash
+        (:meth:`_applied_before`); several groups must all be fresh (see :meth:`process_batches`).
         """
         scorer = self.slot.scorer
         if scorer is None:
@@ -417,7 +420,6 @@ class FraudPipeline(Pipeline):
 
         # Inputs at or below the partition's applied offset were counted before a crash:
         # score them against the state (read only), count only the others.
-        fresh_from = (self._applied_before(groups[0]) or 0) if len(groups) == 1 else 0
         X = np.empty((n, len(FEATURES)), dtype=np.float32)
         if fresh_from:
             X[:fresh_from] = engine.transform(ts[:fresh_from], cards[:fresh_from], merchants[:fresh_from],
@@ -492,7 +494,7 @@ class FraudPipeline(Pipeline):
                 results[0] += table.flush(partition)
             return results
         # Each state change leaves with the outputs of the batch whose input caused it.
-        parts = [g.partition for g in groups for _ in range(len(g.events))]
+        parts = np.repeat([g.partition for g in groups], sizes).tolist()
         card_owner = dict(zip(cards, parts))
         card_owner.update((f"{APPLIED}{g.partition}", g.partition) for g in groups)
         index = {g.partition: i for i, g in enumerate(groups)}
