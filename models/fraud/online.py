@@ -35,6 +35,7 @@ True
 from __future__ import annotations
 
 import math
+import operator
 import pickle
 import random
 from pathlib import Path
@@ -46,6 +47,7 @@ from river import compose, linear_model, metrics, optim, preprocessing
 from ..atomic import write_atomic
 
 CHECKPOINT_VERSION = 1
+LEARN_CHUNK = 128  # rows whose SGD steps are computed from one Gram matrix (its cost grows as the square)
 
 
 class Prequential:
@@ -143,7 +145,7 @@ class OnlineFraudModel:
         rate = self.negative_rate
         take = ys.copy()
         neg = np.flatnonzero(~ys)
-        take[neg] = np.fromiter((rand() for _ in range(len(neg))), np.float64, len(neg)) < rate
+        take[neg] = np.array([rand() for _ in range(len(neg))], dtype=np.float64) < rate
         rows = np.flatnonzero(take)
         if len(rows):
             if self._fast_path():
@@ -158,21 +160,22 @@ class OnlineFraudModel:
     def _fast_path(self) -> bool:
         """True when :meth:`_learn_rows` reproduces River's ``learn_one`` for this pipeline."""
         scaler, lin = self._scaler, self._linear
-        return (scaler.with_std and scaler.window_size is None and lin.l1 == 0.0
+        return (scaler.with_std and scaler.window_size is None and lin.l1 == 0.0 and lin.l2 == 0.0
                 and type(lin.optimizer) is optim.SGD and type(lin.loss) is optim.losses.Log
                 and type(lin.optimizer.lr) is optim.schedulers.Constant
                 and type(lin.intercept_lr) is optim.schedulers.Constant
                 and type(lin.initializer) is optim.initializers.Zeros)
 
     def _learn_rows(self, X: np.ndarray, y: np.ndarray) -> None:
-        """River's ``model.learn_one`` on each row in turn, on numpy vectors (about 10x cheaper).
+        """River's ``model.learn_one`` on each row in turn, computed for all rows at once (~25x cheaper).
 
         The same updates in the same order: the scaler's running mean and
         variance (Welford, the row included), the row scaled by them, one SGD
-        step of the logistic regression (intercept, then weights). Equal to
-        River's to float rounding (only the dot product sums in another order;
-        tested); the River objects are updated at the end, so scoring,
-        ``predict_proba_one`` and checkpoints are unchanged.
+        step of the logistic regression (intercept, then weights). Both
+        recurrences are summed in closed form, so only the per-row gradient is
+        a Python loop (over floats). Equal to River's to float rounding (sums
+        are taken in another order; tested); the River objects are updated at
+        the end, so scoring, ``predict_proba_one`` and checkpoints are unchanged.
         """
         scaler, lin = self._scaler, self._linear
         names = self.features
@@ -182,31 +185,41 @@ class OnlineFraudModel:
         w = np.array([lin._weights.get(f, 0.0) for f in names], dtype=np.float64)
         b = float(lin.intercept)
         lr, ilr = float(lin.optimizer.lr.learning_rate), float(lin.intercept_lr.learning_rate)
-        l2, clip = lin.l2, lin.clip_gradient
+        clip = lin.clip_gradient
         pos, neg = lin.loss.weight_pos, lin.loss.weight_neg
-        xs = np.empty_like(mean)
-        exp = math.exp
-        for x, yy in zip(X, y.tolist()):
-            count += 1.0
-            d = x - mean
-            mean += d / count
-            var += (d * (x - mean) - var) / count
-            xs.fill(0.0)
-            np.divide(x - mean, np.sqrt(var), out=xs, where=var != 0.0)
-            sign, weight = (1, pos) if yy else (-1, neg)
-            z = (float(w @ xs) + b) * sign
-            if z > 18.0:
-                g = weight * exp(-z) * -sign
-            elif z < -18.0:
-                g = weight * -sign
-            else:
-                g = weight * -sign / (exp(z) + 1.0)
-            g = max(min(float(g), clip), -clip)
-            b -= ilr * g
-            grad = g * xs
-            if l2:
-                grad += l2 * w
-            w -= lr * grad
+        # The scaler's states after each row, all rows at once (Welford's recurrences summed in closed
+        # form: count_k * mean_k and count_k * var_k are running sums), then each row scaled by its own.
+        k = len(X)
+        counts = count + np.arange(1, k + 1, dtype=np.float64)[:, None]
+        means = (count * mean + np.cumsum(X, axis=0)) / counts
+        before = np.vstack([mean, means[:-1]])
+        variances = (count * var + np.cumsum((X - before) * (X - means), axis=0)) / counts
+        np.maximum(variances, 0.0, out=variances)  # (rounding never makes a sum of squares negative)
+        scaled = np.zeros_like(X)
+        np.divide(X - means, np.sqrt(variances), out=scaled, where=variances != 0.0)
+        count, mean, var = counts[-1], means[-1], variances[-1]
+        # SGD in closed form per chunk: with g_j the gradient of row j, w_k = w_0 - lr * sum_{j<k} g_j xs_j,
+        # so row k's logit is xs_k.w_0 - lr * sum_{j<k} g_j (xs_j.xs_k): a loop over floats on the rows'
+        # Gram matrix, one numpy product per chunk instead of several per row.
+        exp, mul = math.exp, operator.mul
+        for a in range(0, k, LEARN_CHUNK):
+            rows = scaled[a:a + LEARN_CHUNK]
+            base = (rows @ w).tolist()
+            gram = (rows @ rows.T).tolist()
+            gs: list[float] = []
+            for j, yy in enumerate(y[a:a + LEARN_CHUNK].tolist()):
+                sign, weight = (1, pos) if yy else (-1, neg)
+                z = (base[j] - lr * sum(map(mul, gs, gram[j])) + b) * sign
+                if z > 18.0:
+                    g = weight * exp(-z) * -sign
+                elif z < -18.0:
+                    g = weight * -sign
+                else:
+                    g = weight * -sign / (exp(z) + 1.0)
+                g = max(min(float(g), clip), -clip)
+                b -= ilr * g
+                gs.append(g)
+            w = w - lr * (np.asarray(gs) @ rows)
         n = len(y)
         for j, f in enumerate(names):
             scaler.counts[f] = int(count[j])
