@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     anomaly_learn_delay_frames: int = Field(0, ge=0, description="Frames teach an equipment's baseline this many frames later, and not as normal if an alert was raised meanwhile (its onset).")
     anomaly_dynamics_frames: int = Field(0, ge=0, description="Per sensor also a dynamics feature: the mean absolute first difference of its standardized reading over this many frames (EWMA span; 0: off).")
     anomaly_dynamics_sd_floor: float = Field(0.0, ge=0, description="A dynamics column's standard deviation is at least this times its warm-up mean (0: off).")
+    anomaly_dynamics_release_frames: int = Field(0, ge=0, description="A dynamics column is the lower of its EWMA and an EWMA of this span: it falls back as fast once the movement stops (0: off).")
+    anomaly_dynamics_separate: bool = Field(False, description="The model's error is the larger of the level columns' RMS and the dynamics columns' RMS instead of one RMS over both.")
     anomaly_learn_below: float = Field(1.0, gt=0, le=1, description="Frames teach the normal spread and the River detector only under this score ratio (1 = threshold).")
     anomaly_clip: float = Field(20.0, gt=0, description="Standardized deviations are clipped to +-clip.")
     anomaly_default_threshold: float = Field(3.0, gt=0, description="RMS deviation threshold when the model has no calibrated one.")

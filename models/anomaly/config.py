@@ -36,6 +36,8 @@ class AnomalyConfig:
     learn_delay_frames: int = 0  # frames teach the baseline this much later, unless an alert was raised meanwhile
     dynamics_frames: int = 0  # > 0: per sensor also the mean |first difference| over this many frames (EWMA span; 0: off)
     dynamics_sd_floor: float = 0.0  # a dynamics column's sd is at least this times its warm-up mean (0: off)
+    dynamics_release_frames: int = 0  # > 0: a dynamics column is the lower of its EWMA and one of this span (0: off)
+    dynamics_separate: bool = False  # the model's error: the larger of the levels' and the dynamics' RMS (not one RMS)
     learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
     clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
     default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one
@@ -68,6 +70,8 @@ class AnomalyConfig:
             raise ValueError("dynamics_frames must be >= 0")
         if self.dynamics_sd_floor < 0:
             raise ValueError("dynamics_sd_floor must be >= 0")
+        if self.dynamics_release_frames < 0:
+            raise ValueError("dynamics_release_frames must be >= 0")
         if self.ensemble_members < 1:
             raise ValueError("ensemble_members must be >= 1")
 

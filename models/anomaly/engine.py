@@ -54,6 +54,24 @@ from .state import AnomalyState, Episode, EquipmentState
 NAN = math.nan
 
 
+def model_error(contrib: np.ndarray, known: np.ndarray, n_sensors: int, separate: bool = False) -> np.ndarray:
+    """The model's error per frame: the RMS of the known columns' contributions; with ``separate`` (round 11)
+    and dynamics columns, the larger of the level columns' RMS and the dynamics columns' RMS.
+
+    >>> c = np.array([[4.0, 0.0, 1.0, 1.0]])
+    >>> k = np.ones(4, dtype=bool)
+    >>> model_error(c, k, 2).round(3).tolist(), model_error(c, k, 2, separate=True).round(3).tolist()
+    ([1.225], [1.414])
+    """
+    if not known.any():
+        return np.zeros(len(contrib))
+    if not separate or contrib.shape[1] == n_sensors:
+        return np.sqrt(contrib[:, known].mean(axis=1))
+    parts = [np.sqrt(c[:, k].mean(axis=1)) for c, k in ((contrib[:, :n_sensors], known[:n_sensors]),
+                                                         (contrib[:, n_sensors:], known[n_sensors:])) if k.any()]
+    return np.maximum(*parts) if len(parts) == 2 else parts[0]
+
+
 def _by_sensor(contrib: np.ndarray, n_sensors: int) -> np.ndarray:
     """Contributions per sensor: a sensor's dynamics column (if any) counts for the sensor."""
     if contrib.shape[1] == n_sensors:
@@ -193,7 +211,7 @@ class AnomalyEngine:
         for (st, rows, step), contrib in zip(pending, contributions):
             d = step.deviations
             known = st.baseline.known
-            error = np.sqrt(contrib[:, known].mean(axis=1)) if known.any() else np.zeros(len(d))
+            error = model_error(contrib, known, st.baseline.n_sensors, cfg.dynamics_separate)
             ratio = (1.0 - w) * error / (threshold * st.scale)
             if w and st.detector is not None:
                 ratio += w * np.maximum(st.detector.ratio(d), 0.0)
@@ -312,7 +330,7 @@ class AnomalyEngine:
         known = st.baseline.known
         if not known.any():
             return
-        error = np.sqrt(contrib[:, known].mean(axis=1))
+        error = model_error(contrib, known, st.baseline.n_sensors, self.config.dynamics_separate)
         own = float(np.quantile(error, self.config.calibration_quantile))
         st.scale = float(np.clip(own / float(reference), *SCALE_BOUNDS))
 

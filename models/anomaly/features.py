@@ -89,13 +89,16 @@ class Baseline:
     def __init__(self, n_sensors: int, warmup: int = 400, smoothing: int = 10, halflife: float = 1000.0,
                  alert_factor: float = 0.5, clip: float = 20.0, spike_clip: float = 6.0,
                  drift_allowance: float = 0.0, drift_lag: float = 0.0, min_halflife: float = 50.0,
-                 dynamics: int = 0, dynamics_sd_floor: float = 0.0) -> None:
+                 dynamics: int = 0, dynamics_sd_floor: float = 0.0, dynamics_release: int = 0) -> None:
         self.n_sensors = n_sensors
         # dynamics > 0: one more column per sensor, an EWMA (span ``dynamics``) of |first difference| of z
         self.dyn_alpha = 2.0 / (dynamics + 1.0) if dynamics > 0 else 0.0
         # > 0: a dynamics column's sd is at least this times its warm-up mean (a 200-frame warm-up estimates the
         # spread of a mean |first difference| poorly; its mean well)
         self.dyn_sd_floor = dynamics_sd_floor
+        # > 0 (round 11): the dynamics column is the lower of its EWMA and a faster one (span ``dynamics_release``),
+        # so it falls back within a few frames once the movement stops instead of fading over its window
+        self.dyn_release_alpha = 2.0 / (dynamics_release + 1.0) if dynamics > 0 and dynamics_release > 0 else 0.0
         self.drift_allowance = drift_allowance
         self.drift_lag = drift_lag
         self.max_rate = 1.0 - 0.5 ** (1.0 / min_halflife)
@@ -120,6 +123,7 @@ class Baseline:
         self.base = np.zeros(width)
         self.var = np.ones(width)
         self.z_last = np.zeros(self.n_sensors)  # the last standardized reading (first differences)
+        self.dyn_last = np.zeros((2, self.n_sensors))  # with a release: the last (slow, fast) EWMA of the moves
 
     @property
     def dynamics(self) -> bool:
@@ -136,7 +140,7 @@ class Baseline:
         return cls(n_sensors, warmup, config.smoothing_frames, config.baseline_halflife_frames,
                    config.alert_adapt_factor, config.clip, config.spike_clip, config.drift_allowance,
                    config.drift_lag, config.drift_min_halflife_frames, getattr(config, "dynamics_frames", 0),
-                   getattr(config, "dynamics_sd_floor", 0.0))
+                   getattr(config, "dynamics_sd_floor", 0.0), getattr(config, "dynamics_release_frames", 0))
 
     @property
     def calibrated(self) -> bool:
@@ -181,10 +185,22 @@ class Baseline:
         z = np.where(np.isnan(z), level, z)  # missing: "at the baseline"
         u = ewma(z, self.u[:n], self.alpha)
         if self.dynamics:
-            u = np.hstack([u, ewma(self._moves(z, self.z_last), self.u[n:], self.dyn_alpha)])
+            u = np.hstack([u, self._dynamics(self._moves(z, self.z_last), None)])
             self.z_last = z[-1].copy()
         self.u = u[-1].copy()
         return Step(start, self._deviation(u), u, imputed, calibration)
+
+    def _dynamics(self, moves: np.ndarray, start: np.ndarray | None) -> np.ndarray:
+        """The dynamics columns from the moves: their EWMA (span ``dynamics``) continued from the last frame (or
+        from ``start`` at calibration); with a release, the lower of it and a fast EWMA of the same moves."""
+        n = self.n_sensors
+        release = getattr(self, "dyn_release_alpha", 0.0)
+        if not release:
+            return ewma(moves, self.u[n:] if start is None else start, self.dyn_alpha)
+        slow0, fast0 = (self.dyn_last[0], self.dyn_last[1]) if start is None else (start, start)
+        slow, fast = ewma(moves, slow0, self.dyn_alpha), ewma(moves, fast0, release)
+        self.dyn_last = np.vstack([slow[-1], fast[-1]])
+        return np.minimum(slow, fast)
 
     def _moves(self, z: np.ndarray, before: np.ndarray) -> np.ndarray:
         """|first difference| of the standardized readings, clipped at DYN_CLIP sd (one spike weighs little)."""
@@ -218,7 +234,7 @@ class Baseline:
         floor = np.full(self.n_sensors, 1.0 / self.smoothing)
         if self.dynamics:
             moves = self._moves(z, z[0])
-            u = np.hstack([u, ewma(moves, moves.mean(axis=0), self.dyn_alpha)])
+            u = np.hstack([u, self._dynamics(moves, moves.mean(axis=0))])
             self.known = np.concatenate([self.known, self.known])
             floor = np.concatenate([floor, np.full(self.n_sensors, DYN_VAR_FLOOR)])
             self.z_last = z[-1].copy()

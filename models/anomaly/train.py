@@ -34,7 +34,7 @@ from models.meta import ModelMeta
 
 from .config import AnomalyConfig
 from .data import Series, load_series, normal_prefix, train_size
-from .engine import AnomalyEngine
+from .engine import AnomalyEngine, model_error
 from .features import Baseline
 from .state import feature_names
 
@@ -239,6 +239,8 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
                "error_threshold": config.default_threshold,
                "smoothing_frames": config.smoothing_frames, "warmup_frames": config.warmup_frames,
                "dynamics_frames": config.dynamics_frames, "dynamics_sd_floor": config.dynamics_sd_floor,
+               "dynamics_release_frames": config.dynamics_release_frames,
+               "dynamics_separate": config.dynamics_separate,
                "features_module": "models.anomaly.features"},
     )
     scorer = _Scorer(onnx_bytes, meta)
@@ -250,7 +252,8 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
         warm = d[: n_warm - min(2 * config.smoothing_frames, n_warm // 2)]  # the in-sample warm-up rows
         st = engine.state.get_or_create(s.equipment_id, list(s.sensors), config)
         contrib = engine.contributions([(st, warm)], scorer)[0]
-        warm_q.append(float(np.quantile(np.sqrt(contrib.mean(axis=1)), config.calibration_quantile)))
+        error = model_error(contrib, np.ones(contrib.shape[1], dtype=bool), len(s.sensors), config.dynamics_separate)
+        warm_q.append(float(np.quantile(error, config.calibration_quantile)))
     reference = float(np.median(warm_q))
     scorer.meta = meta = meta.model_copy(update={"extra": {**meta.extra, "calibration_reference": reference}})
     # the members' last epochs, averaged (one member: its last epoch)

@@ -37,11 +37,12 @@ import numpy as np
 
 from .config import AnomalyConfig
 from .data import Series, load_series
-from .engine import AnomalyEngine
+from .engine import AnomalyEngine, model_error
 from .evaluate import confusion
 from .train import _Scorer, calibrate_threshold, fit, frames_of, normal_operation
 
 RUN_FRAMES = 1150  # a SKAB run's length
+PROXIES = ("", "drift_", "noise_", "noise_drift_")  # prefixes of the proxies' figures in a row
 FAULT_START, FAULT_FRAMES, RAMP = 570, 400, 20
 
 
@@ -86,17 +87,93 @@ def inject(run: Series, rng: np.random.Generator, warmup: int, start: int = FAUL
     return Series(run.equipment_id, run.ts, x, run.sensors, labels, run.source + " (injected)")
 
 
-def score_runs(runs: Sequence[Series], scorer: Any, config: AnomalyConfig, warmup: int) -> dict[str, float]:
+def score_runs(runs: Sequence[Series], scorer: Any, config: AnomalyConfig, warmup: int,
+               diagnosis: list[dict[str, np.ndarray]] | None = None) -> dict[str, float]:
+    """Confusion counts over the runs' frames after warm-up; with ``diagnosis`` (a list), also one entry per
+    run with the parts of every scored frame's ratio (:func:`_parts`), for :func:`diagnose`."""
     engine = AnomalyEngine(config)
     ys, flags = [], []
     for s in runs:
         engine.warmup[s.equipment_id] = warmup
         flag = np.zeros(len(s), dtype=bool)
+        parts = []
         for start in range(0, len(s), 500):
-            flag[start:start + 500] = engine.score(frames_of(s, start, start + 500), scorer).flag
+            out = engine.score(frames_of(s, start, start + 500), scorer)
+            flag[start:start + 500] = out.flag
+            if diagnosis is not None:
+                parts.append(_parts(engine, s.equipment_id, out, scorer))
         ys.append(s.labels[warmup:])
         flags.append(flag[warmup:])
+        if diagnosis is not None:
+            st = engine.state.get(s.equipment_id)
+            diagnosis.append({"label": s.labels[warmup:], "flag": flag[warmup:], "scale": np.array(st.scale),
+                              **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]}})
     return confusion(np.concatenate(ys), np.concatenate(flags))
+
+
+def _parts(engine: AnomalyEngine, eid: str, out: Any, scorer: Any) -> dict[str, np.ndarray]:
+    """A scored chunk of one equipment, frame by frame: the ratio, its model part, the model part with the
+    dynamics columns set to their normal contribution (1), and the dynamics columns' share of the model's
+    contributions (0 without dynamics). The detector's part is the rest (``ratio - model``; gain 1 here)."""
+    live = ~out.calibrating
+    st = engine.state.get(eid)
+    n = int(live.sum())
+    d = st.recent.deviations[len(st.recent.deviations) - n:].astype(np.float64) if n else np.empty((0, 0))
+    ratio = out.ratio[live]
+    if not n:
+        return {"ratio": ratio, "model": ratio, "model_levels": ratio, "dyn_share": ratio}
+    contrib = engine.contributions([(st, d)], scorer)[0]
+    known = st.baseline.known
+    scale = (1.0 - engine.config.detector_weight) / (engine._threshold(scorer) * st.scale * st.gain)
+    k = st.baseline.n_sensors
+    model = model_error(contrib, known, k, engine.config.dynamics_separate) * scale
+    levels, dyn = contrib[:, :k][:, known[:k]], contrib[:, k:][:, known[k:]]
+    separate = engine.config.dynamics_separate and dyn.shape[1] > 0
+    # with the dynamics columns at their normal contribution 1: one RMS over both, or (separate) max(levels' RMS, 1)
+    neutral = levels if separate else np.concatenate([levels, np.ones_like(dyn)], axis=1)
+    total = contrib[:, known].sum(axis=1)
+    share = dyn.sum(axis=1) / np.where(total > 0, total, 1.0)
+    levels_only = np.sqrt(neutral.mean(axis=1))
+    if separate:
+        levels_only = np.maximum(levels_only, 1.0)
+    return {"ratio": ratio, "model": model, "model_levels": levels_only * scale, "dyn_share": share}
+
+
+def diagnose(entries: Sequence[dict[str, np.ndarray]], fault_start: int, fault_stop: int, prefix: str = "") -> dict:
+    """Where a proxy's false alarms (flagged frames outside the fault) come from (round 11).
+
+    ``fa``: false-alarm frames; ``fa_pre`` / ``fa_post50`` / ``fa_late``: of them, the share before the fault,
+    within 50 frames after it, and later; ``fa_runs``: share of runs with any; ``fa_det``: mean share of the
+    ratio from the River detector; ``fa_dyn``: mean share of the model's contributions from dynamics columns;
+    ``fa_levels_over``: share whose model part alone is over 1 with the dynamics columns set to normal
+    (levels enough), ``fa_model_over``: with them as they are; ``fa_below``: share flagged while the frame's
+    own ratio is under 1 (alerts held by hysteresis); ``fa_post_*``: the same for those after the fault only;
+    ``scale``: mean equipment threshold scale.
+    Positions are frame indices after warm-up (``fault_start`` / ``fault_stop`` of the scored part).
+    """
+    fa = [(e, np.flatnonzero(e["flag"] & ~e["label"])) for e in entries]
+    pos = np.concatenate([i for _, i in fa]) if fa else np.empty(0, int)
+    pick = {k: np.concatenate([e[k][i] for e, i in fa]) for k in ("ratio", "model", "model_levels", "dyn_share")}
+    n = len(pos)
+    safe = np.where(pick["ratio"] > 0, pick["ratio"], 1.0)
+    out = {"fa": n, "fa_runs": round(float(np.mean([len(i) > 0 for _, i in fa])), 3) if fa else 0.0}
+    if n:
+        out.update({
+            "fa_pre": round(float(np.mean(pos < fault_start)), 3),
+            "fa_post50": round(float(np.mean((pos >= fault_stop) & (pos < fault_stop + 50))), 3),
+            "fa_late": round(float(np.mean(pos >= fault_stop + 50)), 3),
+            "fa_det": round(float(np.mean(np.clip((pick["ratio"] - pick["model"]) / safe, 0, 1))), 3),
+            "fa_dyn": round(float(np.mean(pick["dyn_share"])), 3),
+            "fa_model_over": round(float(np.mean(pick["model"] >= 1)), 3),
+            "fa_levels_over": round(float(np.mean(pick["model_levels"] >= 1)), 3),
+            "fa_below": round(float(np.mean(pick["ratio"] < 1)), 3)})
+        post = pos >= fault_stop
+        if post.any():  # the false alarms after the fault (an alert clearing late), on their own
+            out.update({"fa_post_dyn": round(float(np.mean(pick["dyn_share"][post])), 3),
+                        "fa_post_levels_over": round(float(np.mean(pick["model_levels"][post] >= 1)), 3),
+                        "fa_post_model_over": round(float(np.mean(pick["model"][post] >= 1)), 3)})
+    out["scale"] = round(float(np.mean([e["scale"] for e in entries])), 3) if entries else 0.0
+    return {f"{prefix}diag_{k}": v for k, v in out.items()}
 
 
 def part_runs(parts: Sequence[Series], rng: np.random.Generator, injections: int, warmup: int,
@@ -132,7 +209,8 @@ def _pooled(totals: Sequence[dict[str, float]], prefix: str = "") -> dict[str, f
 
 def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injections: int = 4, epochs: int = 30,
              seed: int = 0, warmup: int = 400, max_sd: float = 6.0,
-             seeds: Sequence[int] | None = None, noise: bool = False) -> list[dict[str, Any]]:
+             seeds: Sequence[int] | None = None, noise: bool = False,
+             diagnosis: bool = False) -> list[dict[str, Any]]:
     """Every configuration of ``grid`` on both proxies (see module doc); one JSON line each.
 
     ``f1``/``far``/``mar``: reference pseudo-runs with injected faults; ``drift_*``: the labelled runs'
@@ -145,6 +223,9 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
 
     ``noise``: also the same two proxies with noise faults instead of shifts (``noise_*`` figures; their
     injections draw from their own generator, so the shift faults stay the same with or without them).
+
+    Every row records the threshold each fold calibrated (``thresholds``) and its held-out alert rate
+    (``holdout_far``); ``diagnosis``: also where each proxy's false alarms come from (:func:`diagnose`).
     """
     seeds = [seed] if seeds is None else list(seeds)
     series = load_series(data)
@@ -178,7 +259,7 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
 
     results = []
     model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip",
-                              "dynamics_frames", "dynamics_sd_floor",
+                              "dynamics_frames", "dynamics_sd_floor", "dynamics_release_frames", "dynamics_separate",
                               "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout")
                   if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
@@ -193,22 +274,42 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
             for values in itertools.product(*(grid[k] for k in other_keys)):
                 cfg = replace(base, **dict(zip(other_keys, values)))
                 totals, drift_totals, noise_totals, noise_drift_totals = [], [], [], []
+                thresholds, holdout_far = [], []
+                diag: dict[str, list] | None = {p: [] for p in PROXIES} if diagnosis else None
+
+                def entries(proxy: str) -> list | None:
+                    return None if diag is None else diag[proxy]
+
                 for f, train_runs, scorer in fitted:
-                    threshold, _, _ = calibrate_threshold(_holdout_of(train_runs, cfg), scorer, cfg, target_far)
+                    threshold, far, _ = calibrate_threshold(_holdout_of(train_runs, cfg), scorer, cfg, target_far)
+                    thresholds.append(round(float(threshold), 4))
+                    holdout_far.append(round(float(far), 4))
                     scorer.meta = scorer.meta.model_copy(update={"extra": {**scorer.meta.extra,
                                                                            "error_threshold": threshold}})
-                    totals.append(score_runs([r for r in faulty if fold(r.equipment_id) == f], scorer, cfg, warmup))
+                    totals.append(score_runs([r for r in faulty if fold(r.equipment_id) == f], scorer, cfg, warmup,
+                                             entries("")))
                     drift_totals.append(score_runs([r for r in drifting if fold(r.equipment_id) == f], scorer,
-                                                   cfg.with_(warmup_frames=half), half))
+                                                   cfg.with_(warmup_frames=half), half, entries("drift_")))
                     if noise:
                         noise_totals.append(score_runs([r for r in noisy if fold(r.equipment_id) == f], scorer, cfg,
-                                                       warmup))
+                                                       warmup, entries("noise_")))
                         noise_drift_totals.append(score_runs([r for r in noisy_parts if fold(r.equipment_id) == f],
-                                                             scorer, cfg.with_(warmup_frames=half), half))
+                                                             scorer, cfg.with_(warmup_frames=half), half,
+                                                             entries("noise_drift_")))
                 row = {**dict(zip(model_keys, model_values)), "target_far": target_far, **dict(zip(other_keys, values)),
                        **_pooled(totals), **_pooled(drift_totals, "drift_")}
                 if noise:
                     row.update({**_pooled(noise_totals, "noise_"), **_pooled(noise_drift_totals, "noise_drift_")})
+                # round 11: the threshold each fold calibrated (and its held-out alert rate), per fold
+                row.update({"thresholds": thresholds, "holdout_far": holdout_far})
+                if diag is not None:
+                    for proxy, found in diag.items():
+                        if found:
+                            where = (FAULT_START - warmup, FAULT_START - warmup + FAULT_FRAMES)
+                            if "drift" in proxy:  # part_runs: the fault is in the middle of the scored half
+                                n = len(found[0]["label"])
+                                where = ((3 * n) // 10, (3 * n) // 10 + (2 * n) // 5)
+                            row.update(diagnose(found, *where, prefix=proxy))
                 if len(seeds) > 1:
                     row["seed"] = model_seed
                 print(json.dumps(row), flush=True)
@@ -227,15 +328,26 @@ def over_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     figures = {"f1", "far", "mar", "drift_f1", "drift_far", "drift_mar", "seed"}
     figures |= {"noise_" + k for k in figures - {"seed"}}
+    per_fold = {"thresholds", "holdout_far"}  # round 11: lists, one per fold
+
+    def measured(k: str) -> bool:
+        return k in figures or k in per_fold or "diag_" in k
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault(json.dumps({k: v for k, v in r.items() if k not in figures}, sort_keys=True), []).append(r)
+        groups.setdefault(json.dumps({k: v for k, v in r.items() if not measured(k)}, sort_keys=True), []).append(r)
     out = []
     for key, rs in groups.items():
         both = [(r["f1"] + r["drift_f1"]) / 2 for r in rs]
+        diag = sorted(k for k in rs[0] if "diag_" in k)
         row = {**json.loads(key), "seeds": len(rs),
                **{k: round(float(np.mean([r[k] for r in rs])), 4) for k in sorted(figures - {"seed"}) if k in rs[0]},
                "score": round(float(np.mean(both)), 4), "f1_sd": round(float(np.std(both)), 4)}
+        for k in sorted(per_fold & set(rs[0])):  # every seed's folds, and their mean
+            values = [v for r in rs for v in r[k]]
+            row[k] = values
+            row[k + "_mean"] = round(float(np.mean(values)), 4)
+        row.update({k: round(float(np.mean([r.get(k, np.nan) for r in rs])), 3) for k in diag})
         if "noise_f1" in rs[0]:  # round 9: shift and noise faults weigh the same
             noise = [(r["noise_f1"] + r["noise_drift_f1"]) / 2 for r in rs]
             mixed = [(a + b) / 2 for a, b in zip(both, noise)]
@@ -262,12 +374,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fault-sd", type=float, default=6.0, help="largest injected shift, in warm-up sd (log-uniform from 1)")
     p.add_argument("--noise-faults", action="store_true",
                    help="also score both proxies with noise faults (round 9): score = mean of shift and noise scores")
+    p.add_argument("--diagnose", action="store_true",
+                   help="also where each proxy's false alarms come from (diag_* figures; round 11)")
     p.add_argument("--seeds", default="0", help="model seeds, comma-separated (autoencoders and River trees); "
                                                 "the injected faults stay the same")
     a = p.parse_args(argv)
     started = time.time()
     rows = run_grid(a.data, json.loads(a.grid), epochs=a.epochs, max_sd=a.fault_sd,
-                    seeds=[int(x) for x in a.seeds.split(",")], noise=a.noise_faults)
+                    seeds=[int(x) for x in a.seeds.split(",")], noise=a.noise_faults, diagnosis=a.diagnose)
     if len({r.get("seed") for r in rows}) > 1:
         rows = over_seeds(rows)
         for r in rows:

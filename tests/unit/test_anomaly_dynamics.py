@@ -167,3 +167,67 @@ def test_sd_floor_is_off_by_default_and_read_from_settings() -> None:
     assert Baseline.from_config(3, 300, AnomalyConfig(dynamics_frames=10, dynamics_sd_floor=0.5)).dyn_sd_floor == 0.5
     with pytest.raises(ValueError):
         AnomalyConfig(dynamics_sd_floor=-0.1)
+
+
+def test_release_brings_a_dynamics_column_back_sooner_after_a_burst_and_still_flags_it() -> None:
+    # Round 11: the drift proxies' extra false alarms with dynamics are frames just after a fault, where a
+    # dynamics column still remembers the burst over its window; with a release it is the lower of its EWMA and
+    # a fast one, so it falls back within a few frames once the movement stops.
+    late: dict[int, list[int]] = {0: [], 5: []}
+    for seed in range(8):
+        x = noisy(1200, seed=seed, factor=6.0)  # b six times noisier over frames 600-700: rows 300-400
+        for release in late:
+            d = feed(Baseline(3, warmup=300, smoothing=5, dynamics=10, dynamics_release=release), x, 100)
+            assert d[320:400, 4].mean() > 3.0  # the burst still stands out in b's dynamics column
+            late[release].append(int(np.argmax(d[400:, 4] < 2.0)))  # frames after it until it is under 2 sd
+    assert all(a <= b for a, b in zip(late[5], late[0]))
+    assert sum(late[5]) < 0.75 * sum(late[0])
+
+
+def test_release_is_off_by_default_streams_and_keeps_the_levels() -> None:
+    x = noisy(900, seed=3, factor=6.0)
+    plain = feed(Baseline(3, warmup=300, smoothing=5, dynamics=10), x, 900)
+    assert np.allclose(feed(Baseline(3, warmup=300, smoothing=5, dynamics=10, dynamics_release=0), x, 900), plain)
+    ref = feed(Baseline(3, warmup=300, smoothing=5, dynamics=10, dynamics_release=5), x, 900)
+    assert np.allclose(ref[:, :3], plain[:, :3]) and not np.allclose(ref[:, 3:], plain[:, 3:])
+    for size in (1, 7, 64):  # the fast EWMA's state carries across batches too
+        assert np.allclose(feed(Baseline(3, warmup=300, smoothing=5, dynamics=10, dynamics_release=5), x, size), ref)
+    cfg = AnomalyConfig(warmup_frames=300, dynamics_frames=10, dynamics_release_frames=5)
+    eng = AnomalyEngine(cfg)
+    eng.score(frames(x[:500]))
+    restored = AnomalyEngine(cfg, AnomalyState.from_bytes(eng.state.to_bytes()))
+    rest = frames(x[500:], start=500)
+    assert np.allclose(eng.score(rest).ratio, restored.score(rest).ratio)
+
+
+def test_separate_error_is_the_larger_of_the_levels_and_the_dynamics_rms() -> None:
+    from models.anomaly.engine import model_error
+
+    x = noisy(1000, seed=5, factor=8.0)
+    ratios = {}
+    for separate in (False, True):
+        cfg = AnomalyConfig(warmup_frames=300, dynamics_frames=10, dynamics_separate=separate, detector_weight=0.0,
+                            default_threshold=1.5)
+        ratios[separate] = AnomalyEngine(cfg).score(frames(x)).ratio[300:]
+    b = Baseline.from_config(3, 300, AnomalyConfig(warmup_frames=300, dynamics_frames=10))
+    d = feed(b, x[:800], 800)  # the engine's deviations until its baseline first adapts (after 500 scored frames)
+    rms = lambda a: np.sqrt((a * a).mean(axis=1))  # noqa: E731 - no model: each column contributes d^2
+    assert np.allclose(ratios[True][:500], np.maximum(rms(d[:, :3]), rms(d[:, 3:])) / 1.5)
+    assert np.allclose(ratios[False][:500], rms(d) / 1.5)
+    assert (ratios[True] >= ratios[False] - 1e-12).all() and not np.allclose(ratios[True], ratios[False])
+    known = np.ones(6, dtype=bool)
+    assert np.allclose(model_error(d[:, :3] ** 2, known[:3], 3, separate=True), rms(d[:, :3]))  # no dynamics: one RMS
+
+
+def test_release_and_separate_are_off_by_default_and_read_from_settings() -> None:
+    from streams.settings import Settings
+
+    cfg = AnomalyConfig()
+    assert cfg.dynamics_release_frames == 0 and cfg.dynamics_separate is False
+    s = Settings(anomaly_dynamics_release_frames=5, anomaly_dynamics_separate=True)
+    cfg = AnomalyConfig.from_settings(s)
+    assert cfg.dynamics_release_frames == 5 and cfg.dynamics_separate is True
+    assert Baseline.from_config(3, 300, cfg.with_(dynamics_frames=10)).dyn_release_alpha == pytest.approx(2 / 6)
+    assert Baseline.from_config(3, 300, cfg).dyn_release_alpha == 0.0  # no dynamics columns: nothing to release
+    with pytest.raises(ValueError):
+        AnomalyConfig(dynamics_release_frames=-1)
