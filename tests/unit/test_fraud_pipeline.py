@@ -361,3 +361,44 @@ def test_partitions_scored_in_one_call_equal_one_call_each(home: Path, tmp_path:
     assert {o[0] for o in got[0][0] if len(o) == 3} >= {"alerts", "merge-fraud-cards-changelog",
                                                            "merge-fraud-scored-changelog"}
     assert len(cards) == 7 * 3 + 3 and len(scored) > 900  # 7 cards per partition, 3 applied offsets
+
+
+def test_label_batches_of_several_partitions_in_one_call_equal_one_call_each(home: Path, tmp_path: Path) -> None:
+    """process_label_batches (a fetch's label batches together) gives each batch exactly the changelog
+    records, and the tables exactly the state, that one call per batch gives: each label updates its own
+    partition's terminal sub-key in that partition's event time; the learner sees the same labels."""
+
+    def run(merged: bool) -> tuple[list[list[tuple]], dict, dict, dict, FraudPipeline]:
+        p = _with_tables(pipeline(home, tmp_path / f"labels{merged}", partitions=3))
+        rng = np.random.default_rng(4)
+        scored = []
+        for k in range(3):  # partitions end at different times: their label clocks differ by days
+            for q in range(3):
+                batch = [replace(t, card=f"{t.card}-p{q}") for t in txs(80, f"k{k}q{q}-", start=T0 + (2 * k + q) * DAY,
+                                                                         step=900.0)]
+                p.process_batch(batch, list(range(100 * k, 100 * k + 80)), q, T0)
+                scored.append((q, batch))
+        got = []
+        for k in range(0, len(scored), 3):  # each partition's labels, a fetch at a time, with frauds
+            work = []
+            for q, batch in scored[k:k + 3]:
+                raws = [json.dumps({"id": t.id, "is_fraud": bool(rng.random() < 0.2)}).encode() for t in batch[::2]]
+                work.append((raws + [b"not json", b'{"id": "nope", "is_fraud": true}'], q))
+            outs = p.process_label_batches(work, T0) if merged else [p.process_labels(r, q, T0) for r, q in work]
+            got.append([sorted((o.topic, o.key, o.value) for o in batch if o.topic != "alerts") for batch in outs])
+        return got, dict(p.cards.items()), dict(p.terminals.items()), dict(p.scored.items()), p
+
+    *one_each, a = run(False)
+    *merged, b = run(True)
+    assert merged == one_each
+    got, _, terminals, _ = merged
+    assert {o[0] for batch in got[0] for o in batch} == {"merge-fraud-cards-changelog", "merge-fraud-scored-changelog",
+                                                          "merge-fraud-terminals-changelog"}
+    assert {k.rpartition("\x1f")[2] for k in terminals} == {"0", "1", "2"}
+    for q, batch in enumerate(got[0]):
+        changed = [o[1].decode() for o in batch if o[0] == "merge-fraud-terminals-changelog"]
+        assert changed and all(k.endswith(f"\x1f{q}") for k in changed), "a batch carries its own sub-keys"
+    assert a.online.updates == b.online.updates > 0
+    assert a.champion_quality.labels == b.champion_quality.labels == 3 * 3 * 40
+    np.testing.assert_allclose(a.online.score(np.ones((1, len(FEATURES)))), b.online.score(np.ones((1, len(FEATURES)))),
+                               rtol=1e-9)
