@@ -57,7 +57,7 @@ from models.fraud.online import OnlineFraudModel, Prequential
 from . import metrics
 from .batching import Output
 from .model_slot import ModelSlot
-from .pipeline import Group, Pipeline, next_batch_arrives
+from .pipeline import Group, Pipeline
 from .records import InvalidRecord, Transaction, dumps, parse_transaction
 from .settings import Settings
 from .state.table import MemoryTable
@@ -232,12 +232,11 @@ class _ReadThrough(MutableMapping[str, bytes]):
 
 
 class _SubKeys(MutableMapping[str, bytes]):
-    """``terminal -> state`` over the table's ``terminal\x1f<partition>`` keys of one partition
-    (``partition`` None: the keys given are sub-keys already, of any partitions)."""
+    """``terminal -> state`` over the table's ``terminal\\x1f<partition>`` keys of one partition."""
 
-    def __init__(self, table: MutableMapping[str, bytes], partition: int | None,
+    def __init__(self, table: MutableMapping[str, bytes], partition: int,
                  cache: dict[str, dict[int, bytes]] | None = None) -> None:
-        self.table, self.suffix = table, "" if partition is None else f"{SUB}{partition}"
+        self.table, self.suffix = table, f"{SUB}{partition}"
         self.partition, self.cache = partition, cache if cache is not None else {}
 
     def __getitem__(self, key: str) -> bytes:
@@ -248,17 +247,13 @@ class _SubKeys(MutableMapping[str, bytes]):
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         suffix = self.suffix
-        return self.table.get_many([key + suffix for key in keys] if suffix else keys)
+        return self.table.get_many([key + suffix for key in keys])
 
     def update_many(self, items: Mapping[str, bytes]) -> None:
         suffix, cache, partition = self.suffix, self.cache, self.partition
-        self.table.update_many({key + suffix: value for key, value in items.items()} if suffix else items)
+        self.table.update_many({key + suffix: value for key, value in items.items()})
         for key, value in items.items():
-            if partition is None:
-                terminal, _, part = key.rpartition(SUB)
-                if (subs := cache.get(terminal)) is not None:
-                    subs[int(part)] = value
-            elif (subs := cache.get(key)) is not None:
+            if (subs := cache.get(key)) is not None:
                 subs[partition] = value
 
     def __setitem__(self, key: str, value: bytes) -> None:
@@ -266,21 +261,13 @@ class _SubKeys(MutableMapping[str, bytes]):
 
     def __delitem__(self, key: str) -> None:
         del self.table[key + self.suffix]
-        self.cache.pop(key.rpartition(SUB)[0] if self.partition is None else key, None)
+        self.cache.pop(key, None)
 
     def __iter__(self) -> Iterator[str]:
         raise NotImplementedError("not iterable: the engine only reads and writes keys")
 
     def __len__(self) -> int:
         raise NotImplementedError
-
-
-class _SuffixPartition:
-    """The partition of a terminal sub-key (``terminal\x1f<partition>``): a ``flush_split`` owner."""
-
-    @staticmethod
-    def get(key: str, default: int | None = None) -> int | None:
-        return int(key.rpartition(SUB)[2])
 
 
 class FraudPipeline(Pipeline):
@@ -385,8 +372,6 @@ class FraudPipeline(Pipeline):
         against read-only state; the others together. Features and scores equal those of
         one call per batch: a card's transactions all come from one partition.
         """
-        if len({g.partition for g in groups}) < len(groups):  # (a fetch has one batch per partition)
-            return [self._score([g], now, self._applied_before(g) or 0)[0] for g in groups]
         applied = [self._applied_before(g) for g in groups]
         results: list[list[Output]] = [[] for _ in groups]
         for i, k in enumerate(applied):
@@ -606,90 +591,53 @@ class FraudPipeline(Pipeline):
     def process_labels(self, raws: Sequence[bytes | None], partition: int, now: float) -> list[Output]:
         """Join a batch of labels to their logged records, apply them, learn; returns the outputs
         (state changelogs, drift alerts) to emit to ``partition`` before the labels are committed."""
-        return self.process_label_batches([(raws, partition)], now)[0]
-
-    def process_label_batches(self, batches: Sequence[tuple[Sequence[bytes | None], int]],
-                              now: float) -> list[list[Output]]:
-        """:meth:`process_labels` for several partitions' label batches in one pass (one join, one
-        state update, one learning step); each batch gets the changelog records its labels caused.
-
-        A terminal's state is kept per partition (``terminal<US>partition``), so each label updates
-        its own partition's sub-key, in that partition's event time: the same state as one call per
-        batch. The online learner sees the labels in batch order, as it would one batch at a time.
-        """
-        if len({p for _, p in batches}) < len(batches):  # (a fetch has one batch per partition)
-            return [self.process_label_batches([b], now)[0] for b in batches]
         ids: list[str] = []
         ys: list[bool] = []
         recs: list[bytes] = []
-        owner: list[int] = []  # each joined label's partition
         missing = invalid = 0
+        parsed: list[tuple[str, bool]] = []
+        for raw in raws:
+            try:
+                parsed.append(parse_label(raw))
+            except InvalidRecord as exc:
+                invalid += 1
+                log.debug("fraud: bad label dropped (%s)", exc)
         taken: set[str] = set()
-        for raws, partition in batches:
-            parsed: list[tuple[str, bool]] = []
-            for raw in raws:
-                try:
-                    parsed.append(parse_label(raw))
-                except InvalidRecord as exc:
-                    invalid += 1
-                    log.debug("fraud: bad label dropped (%s)", exc)
-            joined = len(ids)
-            for (tx_id, y), rec in zip(parsed, self.scored.get_many([tx_id for tx_id, _ in parsed])):
-                # None: expired, never scored here, or already applied (a re-delivered label)
-                if rec is None or tx_id in taken:
-                    missing += 1
-                    continue
-                taken.add(tx_id)
-                ids.append(tx_id)
-                ys.append(y)
-                recs.append(rec)
-            owner += [partition] * (len(ids) - joined)
+        for (tx_id, y), rec in zip(parsed, self.scored.get_many([tx_id for tx_id, _ in parsed])):
+            # None: expired, never scored here, or already applied (a re-delivered label)
+            if rec is None or tx_id in taken:
+                missing += 1
+                continue
+            taken.add(tx_id)
+            ids.append(tx_id)
+            ys.append(y)
+            recs.append(rec)
         self.scored.update_many(dict.fromkeys(ids))  # deleted: a label applies once
         if missing:
             self._labels["missing"].inc(missing)
         if invalid:
             self._labels["invalid"].inc(invalid)
-        results: list[list[Output]] = [[] for _ in batches]
+        outputs: list[Output] = []
         if recs:
             self._labels["joined"].inc(len(recs))
             rec = logged.unpack(recs, len(FEATURES))
             y = np.asarray(ys, dtype=bool)
             meta = self.slot.scorer.meta if self.slot.scorer is not None else None
             scale = time_scale(meta)
-            fallback = max(self.clock.values(), default=0.0) or now * scale
-            clocks = {p: self.clock.get(p) or fallback for _, p in batches}
+            clock = self.clock.get(partition) or max(self.clock.values(), default=0.0) or now * scale
             delay = int(meta.extra.get("label_delay_days", 7)) if meta is not None else 7
-            if len(batches) == 1:
-                partition = batches[0][1]
-                terminals: MutableMapping[str, bytes] = _SubKeys(self.terminals, partition, self._subs)
-                merchants, label_ts = rec.merchant, clocks[partition]
-            else:  # each label's own partition's sub-key and event time
-                terminals = _SubKeys(self.terminals, None, self._subs)
-                merchants = [f"{m}{SUB}{p}" for m, p in zip(rec.merchant, owner)]
-                label_ts = np.array([clocks[p] for p in owner])
-            self.engine(delay).apply_labels(self.cards, terminals, rec.card, merchants, rec.ts, y, label_ts=label_ts)
+            self.engine(delay).apply_labels(self.cards, _SubKeys(self.terminals, partition, self._subs), rec.card,
+                                            rec.merchant, rec.ts, y, label_ts=clock)
             known = ~np.isnan(rec.online_score)
             learnt = self.online.learn(rec.X, y, rec.online_score if known.all() else None)
             self._online_updates.inc(learnt)
             self.champion_quality.update(y, rec.score)
             self.export_quality(force=False)
             errors = np.abs(y.astype(np.float64) - rec.score.astype(np.float64))
-            clock = max(clocks.values())
             if self.drift["error"].update(errors.tolist(), clock / scale):
-                results[0].append(self._drift_alert("error", clock / scale, self.slot.version))
-        tables = (self.cards, self.terminals, self.scored)
-        if len(batches) == 1:
-            for table in tables:
-                results[0] += table.flush(batches[0][1])
-            return results
-        # Each state change leaves with the outputs of the batch whose label caused it.
-        first = batches[0][1]
-        index = {p: i for i, (_, p) in enumerate(batches)}
-        card_owner = dict(zip(rec.card, owner)) if recs else {}
-        for table, owned in zip(tables, (card_owner, _SuffixPartition(), dict(zip(ids, owner)))):
-            for p, records in table.flush_split(owned, first).items():
-                results[index.get(p, 0)] += records
-        return results
+                outputs.append(self._drift_alert("error", clock / scale, self.slot.version))
+        outputs += self.cards.flush(partition) + self.terminals.flush(partition) + self.scored.flush(partition)
+        return outputs
 
     def unmatched(self, raws: Sequence[bytes | None]) -> int:
         """Valid labels whose scored transaction is not (yet) in the log."""
@@ -721,7 +669,7 @@ class FraudPipeline(Pipeline):
         import asyncio
 
         deadline = time.monotonic() + self.settings.fraud_label_wait_s
-        while (self.transactions_behind(app, partition) and self.unmatched(raws)
+        while (self.transactions_behind(app, partition) and self.unmatched(raws)  # the cheap check first
                and time.monotonic() < deadline):
             await asyncio.sleep(0.05)
 
@@ -746,28 +694,12 @@ class FraudPipeline(Pipeline):
         feedback = BatchTopic(app, topics=[self.topics.feedback], acks=True)
 
         async def fraud_labels(stream: Any) -> None:
-            queue = stream.channel.queue
-            group: list[Any] = []
-            async for batch in stream:  # a fetch's batches (one per partition) in one call, as for transactions
-                group.append(batch)
-                if batch.follow and len(group) < self.settings.max_merged_batches and await next_batch_arrives(queue):
-                    continue
-                await handle_labels(group)
-                group = []
-
-        async def handle_labels(batches: list[Any]) -> None:
-            generation = getattr(app, "consumer_generation_id", None)
-            if generation is not None:  # fetched before a rebalance: the partition may be another worker's now
-                batches = [b for b in batches if b.generation_id in (None, generation)]
-            work = [([r.value for r in b.records], b.partition) for b in batches]
-            for raws, partition in work:
-                await self._await_transactions(app, raws, partition)
-            results = self.process_label_batches(work, time.time()) if work else []
-            deliveries = [await emitter.enqueue(outputs, b.partition) if outputs else None
-                          for b, outputs in zip(batches, results)]
-            for batch, delivery in zip(batches, deliveries):
-                if delivery is not None:
-                    await delivery  # acked before the labels' offsets commit
+            async for batch in stream:
+                raws = [r.value for r in batch.records]
+                await self._await_transactions(app, raws, batch.partition)
+                outputs = self.process_labels(raws, batch.partition, time.time())
+                if outputs:
+                    await emitter.send(outputs, batch.partition)  # acked before the labels' offsets commit
                 batch.mark_complete()
 
         app.agent(feedback, name="lepton.fraud_labels")(fraud_labels)

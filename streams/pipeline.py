@@ -116,7 +116,7 @@ class BatchAgent:
             group: list[RecordBatch] = []
             async for batch in stream:
                 group.append(batch)
-                if batch.follow and len(group) < self.max_merged and await next_batch_arrives(queue):
+                if batch.follow and len(group) < self.max_merged and await _arrives(queue):
                     continue  # the fetch's next batch is queued: take it into this call
                 await self.handle_group(group)
                 group = []
@@ -231,7 +231,7 @@ class BatchAgent:
                 latency.observe(max(0.0, done - e.ts))
 
 
-async def next_batch_arrives(queue: Any) -> bool:
+async def _arrives(queue: Any) -> bool:
     """True once ``queue`` holds an item, waiting at most :data:`FOLLOWER_SPINS` event-loop turns.
 
     The consumer puts a fetch's batches into the stream one by one, a few loop turns

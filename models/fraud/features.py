@@ -490,14 +490,13 @@ class FeatureEngine:
         merchant: Sequence[str],
         tx_ts: Sequence[float] | np.ndarray,
         is_fraud: Sequence[bool] | np.ndarray,
-        label_ts: float | Sequence[float] | np.ndarray,
+        label_ts: float,
     ) -> None:
         """Make arrived labels count: terminal label buckets and fraud runs, card latest fraud.
 
         ``card``, ``merchant`` and ``tx_ts`` are those of the labelled
         transactions (logged at scoring time); ``label_ts`` is the event time at
-        which the labels arrived (now; or one per label, for labels of several
-        partitions), which decides what has expired. Each
+        which the labels arrived (now), which decides what has expired. Each
         terminal is written once; a card only when one of its labels is a fraud.
         Labels may arrive in any order.
         """
@@ -531,12 +530,7 @@ class FeatureEngine:
         seq = np.argsort(comp, kind="stable")  # the labels by (terminal, day), ties in arrival order
         key = codes[seq]
         first = np.concatenate(([True], key[1:] != key[:-1]))
-        label_day = np.floor(np.asarray(label_ts, dtype=np.float64) / DAY).astype(np.int64)
-        if label_day.ndim == 0:
-            oldest = np.full(len(keys), int(label_day) - self.terminal_keep_days, dtype=np.int64)
-        else:  # per label: a terminal keeps the days its latest label's arrival still needs
-            oldest = np.full(len(keys), np.iinfo(np.int64).min, dtype=np.int64)
-            np.maximum.at(oldest, codes, label_day - self.terminal_keep_days)
+        oldest = np.full(len(keys), int(np.floor(label_ts / DAY)) - self.terminal_keep_days, dtype=np.int64)
         comp_old = old_key * _BIG + old[:, 0].astype(np.int64)
         buckets, bucket_key = _append_days(old, old_key, comp_old, new[seq], key, comp[seq], first, oldest)
         # Runs: the latest legitimate label ends one; the first fraud after it starts the next.

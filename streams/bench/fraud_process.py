@@ -6,7 +6,7 @@ changelog records are built too; an app that is never started, no broker),
 on a labelled file in event-time order, batches of ``batch_size`` on
 ``partitions`` partitions (keyed by card; up to ``max_merged_batches`` partitions'
 batches scored in one call, as the worker takes a fetch's batches), labels arriving ``label_delay_days``
-late in batches (merged across partitions the same way): features from state, ONNX, the online model, outputs,
+late in batches: features from state, ONNX, the online model, outputs,
 alerts and their explanations, logging, expiry, label join and learning.
 Times are this process's CPU time after a warm-up (other work on a shared
 machine does not inflate them), so ``1e6 / us_per_tx`` is the rate one core
@@ -143,10 +143,9 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
         upto = int(np.searchsorted(arrival, ts[a], side="right"))
         if upto > labelled:
             lp = part[labelled:upto]
-            work = [([labels[i] for i in np.flatnonzero(lp == p) + labelled], p) for p in range(parts)]
-            work = [w for w in work if w[0]]
-            for g in range(0, len(work), merged):  # as the label agent takes a fetch's batches
-                outputs += sum(map(len, pipeline.process_label_batches(work[g:g + merged], ts[a])))
+            for p in range(parts):
+                idx = np.flatnonzero(lp == p) + labelled
+                outputs += len(pipeline.process_labels([labels[i] for i in idx], p, ts[a]))
             labelled = upto
         bp = part[a:b]
         groups = []

@@ -9,7 +9,7 @@ import faust
 
 from streams.batching import Output
 from streams.batching.message import RecordBatch
-from streams.pipeline import BatchAgent, Group, Pipeline, next_batch_arrives
+from streams.pipeline import BatchAgent, Group, Pipeline, _arrives
 from streams.records import LIMITS, InvalidRecord
 from streams.settings import Settings
 
@@ -107,9 +107,9 @@ def test_waiting_for_an_announced_batch_is_bounded() -> None:
     async def run() -> tuple[bool, bool]:
         queue: asyncio.Queue = asyncio.Queue()
         asyncio.get_running_loop().call_soon(queue.put_nowait, "batch")
-        arrived = await next_batch_arrives(queue)
+        arrived = await _arrives(queue)
         queue.get_nowait()
-        never = await next_batch_arrives(queue)
+        never = await _arrives(queue)
         return arrived, never
 
     assert asyncio.run(run()) == (True, False)

@@ -357,26 +357,3 @@ def test_bucket_append_equals_the_general_merge() -> None:
         want, want_key = _sum_buckets(rows[seq], keys[seq], comps[seq], oldest)
         np.testing.assert_array_equal(got_key, want_key)
         np.testing.assert_allclose(got, want, rtol=1e-12)
-
-
-def test_labels_of_several_arrival_times_in_one_call_equal_one_call_each() -> None:
-    """``label_ts`` per label (labels of several partitions, each in its own event time): each terminal drops
-    the buckets its own labels' arrival no longer needs, as a call per arrival time would."""
-    eng = FeatureEngine(DELAY)
-    rng = np.random.default_rng(7)
-    t0 = START
-    seed = {}  # two terminals with buckets over 40 days
-    days = rng.uniform(0, 40 * DAY, 200)
-    eng.apply_labels({}, seed, ["c"] * 200, ["a", "b"] * 100, t0 + days, rng.random(200) < 0.3, label_ts=t0 + 40 * DAY)
-    late = {"a": t0 + 70 * DAY, "b": t0 + 50 * DAY}  # a's labels arrive 20 days after b's: fewer days kept
-    merchants = ["a", "b"] * 5
-    tx = t0 + 41 * DAY + rng.uniform(0, DAY, 10)
-    y = rng.random(10) < 0.5
-    one, each = copy.deepcopy(seed), copy.deepcopy(seed)
-    eng.apply_labels({}, one, ["c"] * 10, merchants, tx, y, label_ts=[late[m] for m in merchants])
-    for m in ("a", "b"):
-        pick = [i for i, mm in enumerate(merchants) if mm == m]
-        eng.apply_labels({}, each, ["c"] * len(pick), [m] * len(pick), tx[pick], y[pick], label_ts=late[m])
-    assert one == each
-    kept = {m: len(decode(one[m], TERMINAL_LAYOUT)["buckets"]) for m in ("a", "b")}
-    assert 0 < kept["a"] < kept["b"], kept
