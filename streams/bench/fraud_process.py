@@ -8,11 +8,16 @@ on a labelled file in event-time order, batches of ``batch_size`` on
 batches scored in one call, as the worker takes a fetch's batches), labels arriving ``label_delay_days``
 late in batches: features from state, ONNX, the online model, outputs,
 alerts and their explanations, logging, expiry, label join and learning.
-Times are this process's CPU time after a warm-up (other work on a shared
-machine does not inflate them), so ``1e6 / us_per_tx`` is the rate one core
-sustains for this part of the worker.
+Times are this process's CPU time in the pipeline's calls after a warm-up (building
+each batch's inputs, the transport's part in a worker, is reported apart as
+``harness_us_per_tx``), so ``1e6 / us_per_tx`` is the rate one core sustains for
+this part of the worker. Other work on a shared machine still inflates them
+(caches, a busy sibling core): ``--versus SETTING=VALUE`` runs a second pipeline
+with a setting changed in the same process, the two taking turns batch by batch,
+so that a comparison is a ratio measured under the same load.
 
     python -m streams.bench.fraud_process [FILE] [--rows 300000] [--warm-days 40] [--breakdown]
+    python -m streams.bench.fraud_process FILE --versus max_merged_batches=1
 
 ``--breakdown`` adds where the time goes: CPU µs per transaction in each part
 (timed around whole calls, so the parts cost what they cost in the run; what
@@ -77,35 +82,54 @@ class _Timer:
         setattr(obj, name, timed)
 
 
-def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm_days: float = 40.0,
-                  rows: int = 300_000, label_delay_days: int = 7, breakdown: bool = False) -> dict:
-    """µs of CPU per transaction (labels included, one per transaction) after ``warm_days``."""
+def _fraud_pipeline(settings, name: str):
+    """A :class:`~streams.fraud.FraudPipeline` with real Faust tables (an app never started, no broker)."""
     import faust
 
     from models.fraud.features import FEATURES
     from models.registry import ModelRegistry
 
     from ..fraud import FraudPipeline
-    from ..gc_pauses import freeze_long_lived
     from ..model_slot import ModelSlot
-    from ..pipeline import Group
-    from ..records import Transaction
     from ..state.table import BatchTable
 
     slot = ModelSlot(ModelRegistry(settings.models_dir), "fraud", features=FEATURES)
     slot.load_now()
     pipeline = FraudPipeline(slot, settings.topics, settings)
-    app = faust.App("lepton-fraud-cost", broker="memory://", store="memory://")
+    app = faust.App(f"lepton-fraud-cost-{name}", broker="memory://", store="memory://")
     parts = settings.partitions
-    merged = settings.max_merged_batches  # partitions' batches per call (LEPTON_MAX_MERGED_BATCHES)
     pipeline.cards = BatchTable(app, "fraud-cards", partitions=parts)
     pipeline.scored = BatchTable(app, "fraud-scored", partitions=parts)
     pipeline.terminals = BatchTable(app, "fraud-terminals", partitions=parts)
+    return pipeline
+
+
+def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm_days: float = 40.0,
+                  rows: int = 300_000, label_delay_days: int = 7, breakdown: bool = False,
+                  versus: dict | None = None) -> dict:
+    """µs of CPU per transaction (labels included, one per transaction) after ``warm_days``.
+
+    ``versus`` (setting → value): a second pipeline with those settings is fed the same batches
+    in the same process, the two taking turns batch by batch (which one goes first alternates),
+    so load from other work falls on both alike; the result adds its cost and the ratio.
+    """
+    from ..gc_pauses import freeze_long_lived
+    from ..pipeline import Group
+    from ..records import Transaction
+
+    if breakdown and versus:
+        raise ValueError("--breakdown times one pipeline: drop it or --versus")
+    runs = [(settings, _fraud_pipeline(settings, "a"))]
+    if versus:
+        other = settings.model_copy(update=versus)
+        runs.append((other, _fraud_pipeline(other, "b")))
+    pipeline = runs[0][1]
+    parts = settings.partitions
     timer = _Timer() if breakdown else None
     if timer is not None:
         from models.fraud import logged
 
-        targets = {"engine": pipeline.engine(label_delay_days), "pipeline": pipeline, "scorer": slot.scorer,
+        targets = {"engine": pipeline.engine(label_delay_days), "pipeline": pipeline, "scorer": pipeline.slot.scorer,
                    "online": pipeline.online, "logged": logged}
         for label, what, method in PARTS:
             if what == "table":
@@ -134,18 +158,19 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     freeze_long_lived(settings.gc_young_threshold)
     offsets = np.zeros(parts, dtype=np.int64)
     labelled = 0
-    spent = 0.0
-    timed_tx = outputs = 0
-    for a in range(0, stop, batch_size):
+    spent = [0.0] * len(runs)
+    outputs = [0] * len(runs)
+    timed_tx = 0
+    harness = 0.0  # building each batch's inputs (the transport's part in a worker): reported, not counted
+    for k, a in enumerate(range(0, stop, batch_size)):
         b = min(a + batch_size, stop)
         timing = a >= start
         t0 = time.process_time()
         upto = int(np.searchsorted(arrival, ts[a], side="right"))
+        work = []
         if upto > labelled:
             lp = part[labelled:upto]
-            for p in range(parts):
-                idx = np.flatnonzero(lp == p) + labelled
-                outputs += len(pipeline.process_labels([labels[i] for i in idx], p, ts[a]))
+            work = [([labels[i] for i in np.flatnonzero(lp == p) + labelled], p) for p in range(parts)]
             labelled = upto
         bp = part[a:b]
         groups = []
@@ -155,21 +180,34 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
                 offs = list(range(int(offsets[p]), int(offsets[p]) + len(idx)))
                 offsets[p] += len(idx)
                 groups.append(Group([events[i] for i in idx], offs, p))
-        for g in range(0, len(groups), merged):  # as the worker's agent takes a fetch's batches
-            outputs += sum(map(len, pipeline.process_batches(groups[g:g + merged], ts[b - 1])))
         if timing:
-            spent += time.process_time() - t0
+            harness += time.process_time() - t0
+        for r in (range(len(runs)) if k % 2 == 0 else reversed(range(len(runs)))):
+            run_settings, run = runs[r]
+            merged = run_settings.max_merged_batches  # partitions' batches per call (LEPTON_MAX_MERGED_BATCHES)
+            t0 = time.process_time()
+            for raws, p in work:
+                outputs[r] += len(run.process_labels(raws, p, ts[a]))
+            for g in range(0, len(groups), merged):  # as the worker's agent takes a fetch's batches
+                outputs[r] += sum(map(len, run.process_batches(groups[g:g + merged], ts[b - 1])))
+            if timing:
+                spent[r] += time.process_time() - t0
+        if timing:
             timed_tx += b - a
         elif timer is not None and b >= start:
             timer.spent.clear()  # the warm-up's share is not counted
     gc.unfreeze()
-    result = {"us_per_tx": round(spent / timed_tx * 1e6, 2), "tx_per_cpu_second": round(timed_tx / spent),
-              "transactions": timed_tx, "batch_size": batch_size, "partitions": parts, "merged_batches": merged,
-              "online_updates": pipeline.online.updates, "outputs": outputs}
+    result = {"us_per_tx": round(spent[0] / timed_tx * 1e6, 2), "tx_per_cpu_second": round(timed_tx / spent[0]),
+              "transactions": timed_tx, "batch_size": batch_size, "partitions": parts,
+              "merged_batches": settings.max_merged_batches, "online_updates": pipeline.online.updates,
+              "outputs": outputs[0], "harness_us_per_tx": round(harness / timed_tx * 1e6, 2)}
     if timer is not None:
         parts_us = {label: round(timer.spent.get(label, 0.0) / timed_tx * 1e6, 2) for label, _, _ in PARTS}
         parts_us["other"] = round(result["us_per_tx"] - sum(parts_us.values()), 2)
         result["breakdown_us_per_tx"] = parts_us
+    if versus:
+        result["versus"] = {"settings": versus, "us_per_tx": round(spent[1] / timed_tx * 1e6, 2),
+                            "outputs": outputs[1], "ratio": round(spent[1] / spent[0], 3)}
     return result
 
 
@@ -180,10 +218,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warm-days", type=float, default=40.0)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--breakdown", action="store_true", help="CPU µs per transaction in each part")
+    parser.add_argument("--versus", action="append", default=[], metavar="SETTING=VALUE",
+                        help="also run a pipeline with this setting changed, in the same process, batch for batch "
+                             "(e.g. max_merged_batches=1); repeatable")
     args = parser.parse_args(argv)
+    from pydantic import TypeAdapter
+
     from ..settings import Settings
 
     settings = Settings()
+    versus = {}
+    for item in args.versus:
+        key, sep, value = item.partition("=")
+        if not sep or key not in Settings.model_fields:
+            parser.error(f"--versus {item!r}: expected SETTING=VALUE with a setting of streams/settings.py")
+        versus[key] = TypeAdapter(Settings.model_fields[key].annotation).validate_python(value)
     if args.data is not None:
         from connectors.replay import read_frame
 
@@ -193,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
 
         frame = TransactionGenerator(seed=1, start_ts=1_700_000_000.0).batch(800_000)
     print(json.dumps(pipeline_cost(frame, settings, batch_size=args.batch_size, warm_days=args.warm_days,
-                                   rows=args.rows, breakdown=args.breakdown)))
+                                   rows=args.rows, breakdown=args.breakdown, versus=versus or None)))
 
 
 if __name__ == "__main__":

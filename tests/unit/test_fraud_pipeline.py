@@ -361,3 +361,21 @@ def test_partitions_scored_in_one_call_equal_one_call_each(home: Path, tmp_path:
     assert {o[0] for o in got[0][0] if len(o) == 3} >= {"alerts", "merge-fraud-cards-changelog",
                                                            "merge-fraud-scored-changelog"}
     assert len(cards) == 7 * 3 + 3 and len(scored) > 900  # 7 cards per partition, 3 applied offsets
+
+
+def test_cost_benchmark_compares_two_settings_in_one_process(home: Path, tmp_path: Path) -> None:
+    """`fraud_process --versus`: both pipelines process the same stream (same outputs); the result has both
+    costs and their ratio; a name that is not a setting is refused."""
+    from connectors.generators import TransactionGenerator
+    from streams.bench import fraud_process
+
+    frame = TransactionGenerator(seed=1, start_ts=T0).batch(30_000)
+    settings = Settings(home=home)
+    result = fraud_process.pipeline_cost(frame, settings, batch_size=1000, warm_days=1.0, rows=3000,
+                                         versus={"max_merged_batches": 1})
+    assert 2000 <= result["transactions"] <= 3000 and result["us_per_tx"] > 0 and result["harness_us_per_tx"] > 0
+    versus = result["versus"]
+    assert versus["outputs"] == result["outputs"] > 2000, "the same stream, the same outputs"
+    assert versus["ratio"] == pytest.approx(versus["us_per_tx"] / result["us_per_tx"], rel=0.01)
+    with pytest.raises(SystemExit):
+        fraud_process.main(["--versus", "no_such_setting=1"])
