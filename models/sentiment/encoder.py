@@ -39,6 +39,7 @@ import json
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -57,8 +58,14 @@ def char_ngrams(word: str, min_n: int, max_n: int) -> list[str]:
 
 
 def char_ngram_buckets(word: str, min_n: int, max_n: int, buckets: int) -> list[int]:
-    """Hashed n-gram ids of ``word`` in ``[0, buckets)`` (CRC-32: stable across processes)."""
-    return [zlib.crc32(g.encode("utf-8")) % buckets for g in char_ngrams(word, min_n, max_n)]
+    """Hashed n-gram ids of ``word`` in ``[0, buckets)`` (CRC-32 of each n-gram's UTF-8: stable across
+    processes). An ASCII word is encoded once and its n-grams are byte slices (the same bytes)."""
+    w = f"<{word[:MAX_NGRAM_WORD]}>"
+    raw = w.encode("utf-8")
+    crc = zlib.crc32
+    if len(raw) == len(w):
+        return [crc(raw[i:i + n]) % buckets for n in range(min_n, max_n + 1) for i in range(len(raw) - n + 1)]
+    return [crc(g.encode("utf-8")) % buckets for g in char_ngrams(word, min_n, max_n)]
 
 
 class WordEncoder:
@@ -76,7 +83,7 @@ class WordEncoder:
         self.max_tokens = max_tokens
         self.oov_base = len(self.words) + 1
         self.subwords = {**SUBWORD_DEFAULTS, **subwords} if subwords else None
-        self._oov_subwords: dict[str, np.ndarray] = {}
+        self._unknown_cache: dict[str, tuple[int, list[int]]] = {}
 
     @property
     def n_ids(self) -> int:
@@ -110,15 +117,24 @@ class WordEncoder:
             counts[i] = len(r)
         return table, counts
 
-    def _unknown_subwords(self, token: str) -> np.ndarray:
-        """``n_ids + bucket`` for each n-gram of an unknown token (cached, the cache bounded)."""
-        got = self._oov_subwords.get(token)
-        if got is None:
-            if len(self._oov_subwords) >= 100_000:
-                self._oov_subwords.clear()
-            got = np.asarray(self._ngram_ids(token), dtype=np.int64) + self.n_ids
-            self._oov_subwords[token] = got
-        return got
+    def _unknown(self, token: str) -> tuple[int, list[int]]:
+        """An unknown token's bucket id and, with subwords, ``n_ids + bucket`` for each of its n-grams."""
+        n_ids = self.n_ids
+        grams = [n_ids + b for b in self._ngram_ids(token)] if self.subwords else []
+        return self.oov_id(token), grams
+
+    def _unknowns(self, tokens: Iterable[str]) -> list[tuple[int, list[int]]]:
+        """:meth:`_unknown` of each token, cached (one dict lookup per token; the cache is bounded)."""
+        cache = self._unknown_cache
+        if len(cache) >= 100_000:
+            cache.clear()
+        get, out = cache.get, []
+        for t in tokens:
+            got = get(t)
+            if got is None:
+                got = cache[t] = self._unknown(t)
+            out.append(got)
+        return out
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Padded ids of ``texts`` (hot path: one call per micro-batch)."""
@@ -127,15 +143,16 @@ class WordEncoder:
             return np.zeros((0, 1), dtype=np.int64)
         toks = TOKEN.findall(normalize_joined(texts))
         get = self.vocab.get
-        ids = np.fromiter((get(t, _UNKNOWN) for t in toks), dtype=np.int64, count=len(toks))
+        ids = np.fromiter(map(get, toks, repeat(_UNKNOWN, len(toks))), dtype=np.int64, count=len(toks))
         unknown = np.flatnonzero(ids == _UNKNOWN)
-        for i in unknown.tolist():  # rare: a few per message at most
-            ids[i] = self.oov_id(toks[i])
+        found = self._unknowns(map(toks.__getitem__, unknown.tolist())) if len(unknown) else []
+        if found:  # a few per message at most
+            ids[unknown] = [f[0] for f in found]
         bounds = np.flatnonzero(ids == _BOUNDARY)
         starts = np.concatenate(([0], bounds + 1))
         ends = np.concatenate((bounds, [len(ids)]))
         lengths = np.minimum(ends - starts, self.max_tokens)
-        extra = self._extra_subwords(toks, unknown, starts, lengths) if self.subwords and len(unknown) else None
+        extra = self._extra_subwords(found, unknown, starts, lengths) if self.subwords and len(unknown) else None
         width = max(int(lengths.max()) + (0 if extra is None else int(extra[2].max())), 1)
         out = np.zeros((n, width), dtype=np.int64)
         total = int(lengths.sum())
@@ -151,21 +168,23 @@ class WordEncoder:
                 out[rows, lengths[rows] + rank] = values
         return out
 
-    def _extra_subwords(self, toks: list[str], unknown: np.ndarray, starts: np.ndarray,
+    def _extra_subwords(self, found: list[tuple[int, list[int]]], unknown: np.ndarray, starts: np.ndarray,
                         lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(message of each extra id, the ids, extras per message) for the unknown tokens kept.
 
-        Vectorized but for one cache lookup per unknown token: per message, the n-grams of its
-        unknown words in order, cut at ``max_per_message``.
+        ``found`` is :meth:`_unknowns` of the tokens at ``unknown``. Per message, the n-grams of
+        its unknown words in order, cut at ``max_per_message``; one flat list, no array per token.
         """
         message = np.searchsorted(starts, unknown, side="right") - 1
         kept = unknown - starts[message] < lengths[message]
         message = message[kept]
-        grams = [self._unknown_subwords(toks[i]) for i in unknown[kept].tolist()]
-        if not grams:
+        grams = [found[j][1] for j in np.flatnonzero(kept).tolist()]
+        counts = np.fromiter(map(len, grams), dtype=np.int64, count=len(grams))
+        total = int(counts.sum())
+        if not total:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(len(starts), dtype=np.int64)
-        rows = np.repeat(message, [len(g) for g in grams])
-        values = np.concatenate(grams)
+        rows = np.repeat(message, counts)
+        values = np.fromiter(chain.from_iterable(grams), dtype=np.int64, count=total)
         first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])  # rows are grouped by message, in order
         rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
         keep = rank < self.subwords["max_per_message"]

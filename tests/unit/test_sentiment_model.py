@@ -188,3 +188,71 @@ def test_subword_embeddings_move_unknown_words(subword_model) -> None:
         with torch.no_grad():
             net.bigrams.weight[extra] = saved
     assert after[0, 0] > before[0, 0] + 0.1
+
+
+def _initializer_shapes(settings: Settings, version: int) -> list[tuple[int, ...]]:
+    proto = onnx.load(str(ModelRegistry(settings.models_dir).model_path("sentiment", version)))
+    return [tuple(t.dims) for t in proto.graph.initializer]
+
+
+@pytest.mark.parametrize("which", ["words", "subwords"])
+def test_projected_export_gives_the_model_s_probabilities_from_a_narrow_table(which, tiny, subword_model,
+                                                                             tmp_path) -> None:
+    from models.sentiment.fast import _ProjectedFastText
+
+    encoder, net = (tiny[2], tiny[3]) if which == "words" else subword_model
+    texts = MISSPELT + FIXED
+    ids = torch.from_numpy(encoder.encode(texts))
+    projected = net.for_export()
+    assert isinstance(projected, _ProjectedFastText)
+    assert tuple(projected.table.shape) == (encoder.n_ids + net.n_bigrams, 4)  # 3 logits + the item count
+    with torch.no_grad():
+        expected, got = net(ids).numpy(), projected(ids).numpy()
+        unprojected = net.for_export(projected=False)(ids).numpy()  # round 5's graph
+        padding = projected(torch.zeros((2, 3), dtype=torch.int64)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(unprojected, expected, atol=1e-6)
+    np.testing.assert_allclose(padding, torch.softmax(net.out.bias, -1).detach().numpy()[None].repeat(2, 0), atol=1e-6)
+    # the served file carries the narrow table (no dim-wide embedding) and still matches torch
+    settings = Settings(home=tmp_path)
+    meta = register_model(settings, "fast", encoder, net, metrics={}, training={}, check_texts=texts)
+    shapes = _initializer_shapes(settings, meta.version)
+    assert (encoder.n_ids + net.n_bigrams, 4) in shapes and not any(16 in s for s in shapes if len(s) == 2)
+    served = TextScorer(OnnxScorer.from_registry(ModelRegistry(settings.models_dir), "sentiment", threads=1))
+    np.testing.assert_allclose(served.predict(texts), expected, atol=1e-5)
+
+
+def test_a_hidden_layer_is_not_projected(tmp_path) -> None:
+    frame = ChatGenerator(seed=8, start_ts=1_700_000_000.0).batch(600)
+    cfg = FastConfig(dim=16, n_bigrams=1 << 10, epochs=1, min_count=1, hidden=8, subwords=True)
+    encoder, net = train_fast(frame["text"].tolist(), labels_to_ids(frame["label"]), cfg)
+    settings = Settings(home=tmp_path)
+    meta = register_model(settings, "fast", encoder, net, metrics={}, training={}, check_texts=MISSPELT)
+    assert (encoder.n_ids + net.n_bigrams, 16) in _initializer_shapes(settings, meta.version)
+    served = TextScorer(OnnxScorer.from_registry(ModelRegistry(settings.models_dir), "sentiment", threads=1))
+    np.testing.assert_allclose(served.predict(MISSPELT), predict_fast(encoder, net, MISSPELT), atol=1e-5)
+
+
+def test_ngram_buckets_of_ascii_words_equal_those_of_their_ngram_strings() -> None:
+    import zlib
+
+    from models.sentiment.encoder import MAX_NGRAM_WORD, char_ngram_buckets, char_ngrams
+
+    for word in ["a", "ok", "flight", "délayed", "naïve", "😡x", "x" * (MAX_NGRAM_WORD + 7), "can't", "@user"]:
+        expected = [zlib.crc32(g.encode("utf-8")) % 1000 for g in char_ngrams(word, 3, 5)]
+        assert char_ngram_buckets(word, 3, 5, 1000) == expected, word
+
+
+def test_unknown_tokens_encode_the_same_from_a_cold_and_a_warm_cache(subword_model) -> None:
+    encoder, _ = subword_model
+    texts = MISSPELT + FIXED + ["grreat grreat xqzv", "xqzv"]
+    cold = encoder.encode(texts)
+    assert encoder._unknown_cache  # filled by the first pass
+    warm = encoder.encode(texts)
+    encoder._unknown_cache.clear()
+    np.testing.assert_array_equal(cold, warm)
+    np.testing.assert_array_equal(cold, encoder.encode(texts))
+    # an unknown token's own bucket id, then its n-grams after the message's words
+    row = encoder.encode(["xqzv"])[0]
+    assert row[0] == encoder.oov_id("xqzv")
+    assert row[1:].tolist() == [encoder.n_ids + b for b in encoder._ngram_ids("xqzv")]
