@@ -27,6 +27,10 @@ one registered model can be evaluated on both test parts
   from the accurate model (``--teacher``).
 * ``fast-validation``: round 5's comparison on the validation parts (character
   n-grams or not; prior adaptation on and off in one pass through the pipeline).
+* ``distil-validation``: round 6's comparison on the validation parts: the fast
+  model with and without distillation from ``--teacher N`` (same seed, same rows).
+  The teacher's scores of every training row are cached beside it, so the
+  ``fast --teacher N`` refit that may follow reuses them.
 * ``ensemble``: registered models (``--member N`` or a version directory of any
   registry, repeated) merged into one ONNX graph averaging their probabilities
   (:mod:`.ensemble`), with weights fixed by the caller (``--weight``, default
@@ -35,6 +39,7 @@ one registered model can be evaluated on both test parts
     python -m models.sentiment.recipes accurate --airline A.csv.gz --semeval S.csv.gz --checkpoints DIR
     python -m models.sentiment.recipes round1 --airline A.csv.gz --semeval S.csv.gz
     python -m models.sentiment.recipes fast-validation --airline A.csv.gz --semeval S.csv.gz [--no-subwords]
+    python -m models.sentiment.recipes distil-validation --airline A.csv.gz --semeval S.csv.gz --teacher N
     python -m models.sentiment.recipes fast --airline A.csv.gz --semeval S.csv.gz --teacher N
     python -m models.sentiment.recipes ensemble --member DIR1 --member DIR2
 """
@@ -283,17 +288,10 @@ def fast(settings: Any, airline: Path, semeval: Path, teacher: int | None, promo
                            logit_offsets=chosen, notes=notes, subwords=subwords)
 
 
-def choose_fast_offsets(settings: Any, airline: Path, semeval: Path, teacher: int | None,
-                        log: Any = print, subwords: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-class logit offsets for the fast model, chosen as for the accurate one (:func:`choose_offsets`).
-
-    The fast model is fitted (same settings, same teacher) on the training parts
-    without the validation rows of :func:`validation_parts`, scored on those rows,
-    and the offsets maximizing the validation score are kept; the grid includes
-    no shift at all. The registered model is then the usual refit on every
-    training row with the offsets folded into its bias.
-    """
-    from .fast import FastConfig, predict_fast, train_fast
+def _fast_rows(settings: Any, airline: Path, semeval: Path, teacher: int | None) -> dict[str, Any]:
+    """The fast recipe's training rows (both training parts, in ``lepton train``'s order), which of
+    them are validation rows, and the teacher's probabilities for all of them (cached beside the
+    teacher, so the recipe's refit on every row reuses them)."""
     from .train import load_training, teacher_probabilities
 
     frame, _ = load_training([airline, semeval], test_where=SEMEVAL_TEST, train_part_only=True)
@@ -306,10 +304,57 @@ def choose_fast_offsets(settings: Any, airline: Path, semeval: Path, teacher: in
             *parts["airline_val"]["text"], *parts["semeval_val"]["text"]]:
         raise RuntimeError("the fast recipe's training rows do not line up with the validation parts")
     soft = teacher_probabilities(settings, teacher, texts) if teacher is not None else None
-    encoder, net = train_fast([t for t, h in zip(texts, held) if not h], y[~held], FastConfig(seed=0, subwords=subwords),
+    return {"parts": parts, "texts": texts, "y": y, "held": held, "soft": soft}
+
+
+def _fit_and_validate(rows: dict[str, Any], config: Any, soft: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The fast model fitted on the non-validation rows (with ``soft`` teacher targets, or none), and its
+    probabilities on the airline and SemEval validation parts."""
+    from .fast import predict_fast, train_fast
+
+    held, parts = rows["held"], rows["parts"]
+    encoder, net = train_fast([t for t, h in zip(rows["texts"], held) if not h], rows["y"][~held], config,
                               soft=None if soft is None else soft[~held])
-    pa = predict_fast(encoder, net, parts["airline_val"]["text"].tolist())
-    ps = predict_fast(encoder, net, parts["semeval_val"]["text"].tolist())
+    return (predict_fast(encoder, net, parts["airline_val"]["text"].tolist()),
+            predict_fast(encoder, net, parts["semeval_val"]["text"].tolist()))
+
+
+DISTIL_MARGIN = 0.002  # round 6, rule 2: the distilled model must beat the undistilled one by more than this
+
+
+def distil_validation(settings: Any, airline: Path, semeval: Path, teacher: int, subwords: bool = True,
+                      log: Any = print) -> dict[str, Any]:
+    """Round 6, rule 2: the fast model with and without distillation from ``teacher``, both fitted
+    without the validation rows (seed 0, the same rows and order), scored on the validation parts.
+    ``distil`` is whether the distilled one wins by more than :data:`DISTIL_MARGIN`."""
+    from .fast import FastConfig
+
+    rows = _fast_rows(settings, airline, semeval, teacher)
+    out: dict[str, Any] = {}
+    for name, soft in (("undistilled", None), ("distilled", rows["soft"])):
+        out[name] = score(rows["parts"], *_fit_and_validate(rows, FastConfig(seed=0, subwords=subwords), soft))
+        log(f"{name} (subwords={subwords}) on validation: {json.dumps(out[name])}")
+    out["gain"] = round(out["distilled"]["score"] - out["undistilled"]["score"], 4)
+    out["distil"] = bool(out["gain"] > DISTIL_MARGIN)
+    log(f"gain {out['gain']:+.4f}: {'distil' if out['distil'] else 'do not distil'} (margin {DISTIL_MARGIN})")
+    return out
+
+
+def choose_fast_offsets(settings: Any, airline: Path, semeval: Path, teacher: int | None,
+                        log: Any = print, subwords: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-class logit offsets for the fast model, chosen as for the accurate one (:func:`choose_offsets`).
+
+    The fast model is fitted (same settings, same teacher) on the training parts
+    without the validation rows of :func:`validation_parts`, scored on those rows,
+    and the offsets maximizing the validation score are kept; the grid includes
+    no shift at all. The registered model is then the usual refit on every
+    training row with the offsets folded into its bias.
+    """
+    from .fast import FastConfig
+
+    rows = _fast_rows(settings, airline, semeval, teacher)
+    parts = rows["parts"]
+    pa, ps = _fit_and_validate(rows, FastConfig(seed=0, subwords=subwords), rows["soft"])
     offsets = choose_offsets(parts, pa, ps)
     before, after = score(parts, pa, ps), score(parts, pa, ps, offsets)
     log(f"fast model on validation: {json.dumps(before)}")
@@ -355,10 +400,12 @@ def main() -> None:
     from streams.settings import get_settings
 
     parser = argparse.ArgumentParser(description="the recipes behind the sentiment README's numbers")
-    parser.add_argument("model", choices=("accurate", "round1", "fast", "fast-validation", "ensemble"))
+    parser.add_argument("model", choices=("accurate", "round1", "fast", "fast-validation", "distil-validation",
+                                          "ensemble"))
     parser.add_argument("--airline", type=Path, help="accurate, fast: the airline data set")
     parser.add_argument("--semeval", type=Path, help="accurate, fast: the SemEval data set")
-    parser.add_argument("--teacher", type=int, help="fast: the registered accurate version to distil")
+    parser.add_argument("--teacher", type=int,
+                        help="fast, distil-validation: the registered accurate version to distil")
     parser.add_argument("--checkpoints", type=Path, default=Path("reports/sentiment-accurate"),
                         help="accurate: where each epoch's weights and validation scores go")
     parser.add_argument("--choose-only", action="store_true",
@@ -371,7 +418,8 @@ def main() -> None:
                         help="ensemble: one weight per --member, in order (default: equal)")
     parser.add_argument("--offsets", action="store_true",
                         help="fast: fold in per-class logit offsets chosen on the validation parts")
-    parser.add_argument("--no-subwords", action="store_true", help="fast-validation: words and bigrams only")
+    parser.add_argument("--no-subwords", action="store_true",
+                        help="fast, fast-validation, distil-validation: words and bigrams only")
     parser.add_argument("--subwords", action="store_true", help="fast: with character n-grams (off by default)")
     parser.add_argument("--home", type=Path, default=Path("/tmp/sentiment-validation"),
                         help="fast-validation: scratch LEPTON_HOME for the fitted model")
@@ -388,6 +436,12 @@ def main() -> None:
         fast_validation(args.airline, args.semeval, args.home, subwords=not args.no_subwords,
                         log=lambda line: print(line, flush=True))
         return
+    elif args.model == "distil-validation":
+        if args.teacher is None:
+            parser.error("distil-validation needs --teacher N")
+        print(json.dumps(distil_validation(settings, args.airline, args.semeval, args.teacher,
+                                           subwords=not args.no_subwords, log=lambda line: print(line, flush=True))))
+        return
     elif args.model == "round1":
         meta = round1(settings, args.airline, args.semeval, promote=args.promote,
                       log=lambda line: print(line, flush=True))
@@ -400,7 +454,7 @@ def main() -> None:
     else:
         meta = fast(settings, args.airline, args.semeval, args.teacher, promote=args.promote,
                     offsets=args.offsets, log=lambda line: print(line, flush=True),
-                    subwords=True if args.subwords else None)
+                    subwords=False if args.no_subwords else (True if args.subwords else None))
     print(f"registered sentiment v{meta.version} ({meta.extra['kind']}) in {settings.models_dir}")
 
 

@@ -84,3 +84,27 @@ def test_fast_recipe_with_subwords_registers_an_ngram_model(files, tmp_path) -> 
     served = [TextScorer(OnnxScorer.from_registry(registry, "sentiment", m.version, threads=1)) for m in (plain, grams)]
     assert served[0].encoder.subwords is None and served[1].encoder.subwords["min_n"] == 3
     assert (served[1].encoder.encode(["zzqxv bad"]) >= served[1].encoder.n_ids).any()
+
+
+def test_distil_validation_compares_the_same_fit_with_and_without_the_teacher(files, tmp_path) -> None:
+    from models.sentiment.recipes import DISTIL_MARGIN, choose_fast_offsets, distil_validation
+    from models.sentiment.train import texts_digest
+
+    a, s = files
+    settings = Settings(home=tmp_path / "home")
+    teacher = fast(settings, a, s, teacher=None, progress=False, log=lambda line: None, subwords=False)
+    lines: list[str] = []
+    out = distil_validation(settings, a, s, teacher.version, subwords=True, log=lines.append)
+    # the undistilled arm is the recipe's own validation fit (same rows, order and seed)
+    _, notes = choose_fast_offsets(settings, a, s, teacher=None, log=lambda line: None, subwords=True)
+    assert out["undistilled"] == notes["offsets_validation"]["without"]
+    assert out["distilled"] != out["undistilled"]  # the teacher's targets changed the fit
+    assert out["gain"] == pytest.approx(out["distilled"]["score"] - out["undistilled"]["score"], abs=1e-4)
+    assert out["distil"] == (out["gain"] > DISTIL_MARGIN)
+    # the teacher's scores of every training row are cached beside it, for the refit that follows
+    cached = list((tmp_path / "home" / "models" / "sentiment" / f"v{teacher.version}").glob("teacher-*.npy"))
+    assert len(cached) == 1 and len(lines) == 3
+    from models.sentiment.train import load_training
+
+    frame, _ = load_training([a, s], test_where="source=twitter-2016test", train_part_only=True)
+    assert cached[0].name == f"teacher-{texts_digest(frame['text'].tolist())}.npy"
