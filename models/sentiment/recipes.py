@@ -24,7 +24,8 @@ one registered model can be evaluated on both test parts
   About 70 minutes on one core. Each run's model is registered (run 1 alone
   is a usable model when there is no time for run 2).
 * ``fast``: ``lepton train sentiment`` on both files' training parts, distilled
-  from the accurate model (``--teacher``).
+  from the accurate model (``--teacher``); character n-grams on (the default since
+  round 6; ``--no-subwords`` for words and bigrams only).
 * ``fast-validation``: round 5's comparison on the validation parts (character
   n-grams or not; prior adaptation on and off in one pass through the pipeline).
 * ``distil-validation``: round 6's comparison on the validation parts: the fast
@@ -282,7 +283,10 @@ def fast(settings: Any, airline: Path, semeval: Path, teacher: int | None, promo
 
     chosen, notes = None, {}
     if offsets:
-        chosen, notes = choose_fast_offsets(settings, airline, semeval, teacher, log, subwords=bool(subwords))
+        from .fast import FastConfig
+
+        chosen, notes = choose_fast_offsets(settings, airline, semeval, teacher, log,
+                                            subwords=FastConfig().subwords if subwords is None else subwords)
     return train_sentiment(settings, [airline, semeval], promote=promote, progress=progress, model="fast",
                            test_where=SEMEVAL_TEST, train_part_only=True, teacher=teacher,
                            logit_offsets=chosen, notes=notes, subwords=subwords)
@@ -341,7 +345,7 @@ def distil_validation(settings: Any, airline: Path, semeval: Path, teacher: int,
 
 
 def choose_fast_offsets(settings: Any, airline: Path, semeval: Path, teacher: int | None,
-                        log: Any = print, subwords: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+                        log: Any = print, subwords: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-class logit offsets for the fast model, chosen as for the accurate one (:func:`choose_offsets`).
 
     The fast model is fitted (same settings, same teacher) on the training parts
@@ -420,7 +424,8 @@ def main() -> None:
                         help="fast: fold in per-class logit offsets chosen on the validation parts")
     parser.add_argument("--no-subwords", action="store_true",
                         help="fast, fast-validation, distil-validation: words and bigrams only")
-    parser.add_argument("--subwords", action="store_true", help="fast: with character n-grams (off by default)")
+    parser.add_argument("--subwords", action="store_true",
+                        help="fast: with character n-grams (the default since round 6)")
     parser.add_argument("--home", type=Path, default=Path("/tmp/sentiment-validation"),
                         help="fast-validation: scratch LEPTON_HOME for the fitted model")
     parser.add_argument("--promote", action="store_true")

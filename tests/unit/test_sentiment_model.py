@@ -48,6 +48,11 @@ def test_onnx_matches_torch_through_the_serving_encoder(tiny) -> None:
     assert served.kind == "fast" and meta.extra["labels"] == list(LABELS)
 
 
+def test_the_default_fast_model_has_character_ngrams(tiny) -> None:
+    _, meta, encoder, net, _ = tiny
+    assert FastConfig().subwords and encoder.subwords is not None and net.sub_table is not None
+
+
 def test_tiny_model_learns_the_synthetic_chat(tiny) -> None:
     _, _, encoder, net, _ = tiny
     test = ChatGenerator(seed=99, start_ts=1_700_000_000.0).batch(1000)
@@ -200,7 +205,13 @@ def test_projected_export_gives_the_model_s_probabilities_from_a_narrow_table(wh
                                                                              tmp_path) -> None:
     from models.sentiment.fast import _ProjectedFastText
 
-    encoder, net = (tiny[2], tiny[3]) if which == "words" else subword_model
+    if which == "words":
+        frame = ChatGenerator(seed=4, start_ts=1_700_000_000.0).batch(2000)
+        cfg = FastConfig(dim=16, n_bigrams=1 << 12, epochs=2, min_count=1, subwords=False)
+        encoder, net = train_fast(frame["text"].tolist(), labels_to_ids(frame["label"]), cfg)
+        assert net.sub_table is None
+    else:
+        encoder, net = subword_model
     texts = MISSPELT + FIXED
     ids = torch.from_numpy(encoder.encode(texts))
     projected = net.for_export()

@@ -74,11 +74,11 @@ def test_fast_validation_scores_the_held_out_parts_with_and_without_prior_adapta
     assert len(parts["semeval_val"]) == 300 and any("estimated" in line for line in lines)
 
 
-def test_fast_recipe_with_subwords_registers_an_ngram_model(files, tmp_path) -> None:
+def test_fast_recipe_registers_an_ngram_model_by_default(files, tmp_path) -> None:
     a, s = files
     settings = Settings(home=tmp_path / "home")
-    plain = fast(settings, a, s, teacher=None, progress=False, log=lambda line: None)
-    grams = fast(settings, a, s, teacher=None, progress=False, log=lambda line: None, subwords=True)
+    plain = fast(settings, a, s, teacher=None, progress=False, log=lambda line: None, subwords=False)
+    grams = fast(settings, a, s, teacher=None, progress=False, log=lambda line: None)
     assert plain.training["subwords"] is False and grams.training["subwords"] is True
     registry = ModelRegistry(settings.models_dir)
     served = [TextScorer(OnnxScorer.from_registry(registry, "sentiment", m.version, threads=1)) for m in (plain, grams)]
