@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     anomaly_drift_min_halflife_frames: float = Field(50.0, gt=0, description="The fastest a trending sensor's baseline may adapt (half-life in frames).")
     anomaly_adapt_frames: int = Field(500, ge=1, description="An equipment's baseline adapts once every this many of its frames, at fixed counts (scores do not depend on batching).")
     anomaly_adapt_gate: float = Field(3.0, ge=0, description="During an alert, sensors within +-this many sd of normal keep following drift at the full rate (0: off).")
+    anomaly_adapt_gate_onset: Literal["none", "keep", "relative_beyond", "relative"] = Field("none", description="During an alert, the gate also passes a sensor judged from its deviation in the last normal frame before it: 'keep' a sensor already beyond the gate then, at the full rate; 'relative_beyond' such a sensor while within +-gate of that deviation; 'relative' any sensor within +-gate of it ('none': the gate alone).")
     anomaly_learn_delay_frames: int = Field(0, ge=0, description="Frames teach an equipment's baseline this many frames later, and not as normal if an alert was raised meanwhile (its onset).")
     anomaly_dynamics_frames: int = Field(0, ge=0, description="Per sensor also a dynamics feature: the mean absolute first difference of its standardized reading over this many frames (EWMA span; 0: off).")
     anomaly_dynamics_sd_floor: float = Field(0.0, ge=0, description="A dynamics column's standard deviation is at least this times its warm-up mean (0: off).")

@@ -223,7 +223,7 @@ class AnomalyEngine:
             normal = (ratio < cfg.learn_below) & ~alert
             st.baseline.adapt(step.smoothed, normal, d, cfg.adapt_gate,
                               raised=any(kind == "raise" for _, kind in changes), delay=cfg.learn_delay_frames,
-                              block=cfg.adapt_frames)
+                              block=cfg.adapt_frames, onset=cfg.adapt_gate_onset)
             if st.detector is not None:
                 self.detector_updates += st.detector.learn(d[normal])
             row_ts = ts[rows]

@@ -47,6 +47,7 @@ import numpy as np
 
 _EXP_LIMIT = 200.0  # chunk the closed-form EWMA so that beta**-t stays below e**200
 DYN_CLIP = 3.0  # a frame's |first difference| counts up to this many warm-up sd in the dynamics columns
+ONSET_SPAN = 50  # round 12: a sensor's deviation before an alert = an EWMA of this span over the normal rows
 DYN_VAR_FLOOR = 0.01  # variance floor of a dynamics column (its sd: 0.1 warm-up sd of movement)
 
 
@@ -270,7 +271,7 @@ class Baseline:
         self.base = np.where(trending, self.base + slope * t[-1], self.base)
 
     def adapt(self, smoothed: np.ndarray, normal: np.ndarray, deviations: np.ndarray | None = None,
-              gate: float = 0.0, raised: bool = False, delay: int = 0, block: int = 1) -> None:
+              gate: float = 0.0, raised: bool = False, delay: int = 0, block: int = 1, onset: str = "none") -> None:
         """Follow slow drift: normal rows at the full rate, the others ``alert_factor`` times slower.
 
         The others move the level only: were they to widen the variance, a fault
@@ -280,6 +281,14 @@ class Baseline:
         (level and spread, full rate): a sensor drifting while another one
         faults is then where it would have been without the fault, and the
         alert can clear when the fault ends.
+
+        ``onset`` (round 12) judges a sensor also from ``ref``, its deviation
+        before the stretch of non-normal rows (an EWMA, span ``ONSET_SPAN``, of
+        its deviations in normal rows, so a fault's own ramp weighs little):
+        ``"keep"`` passes a sensor already beyond the gate then (``|ref| >= gate``:
+        drifting away before, not part of the fault); ``"relative_beyond"`` passes
+        such a sensor while within ``+-gate`` of ``ref``; ``"relative"`` passes any
+        sensor within ``+-gate`` of ``ref``. ``"none"``: the gate alone.
 
         Rows are queued and teach in blocks of ``block`` rows (the baseline moves
         at fixed frame counts, whatever the batching), ``delay`` rows late; if an
@@ -294,6 +303,8 @@ class Baseline:
         quiet = np.zeros(smoothed.shape, dtype=bool)
         if gate > 0 and deviations is not None:
             quiet = np.abs(deviations) < gate
+            if onset != "none":
+                quiet |= self._onset_quiet(deviations, normal, gate, onset)
             rows = rows | quiet
         queue = getattr(self, "_queue", None)
         if queue is not None and queue[0].shape[1] == smoothed.shape[1]:
@@ -310,6 +321,27 @@ class Baseline:
             self._pull(u, r, self.rate, spread=True)
             if not r.all():
                 self._pull(u, ~r, self.rate * self.alert_factor, spread=False)
+
+    def _onset_quiet(self, d: np.ndarray, normal: np.ndarray, gate: float, onset: str) -> np.ndarray:
+        """Rows x columns the ``onset`` rule passes (see :meth:`adapt`). ``ref``: an EWMA (span ``ONSET_SPAN``) of
+        the deviations of normal rows, carried over calls, as of each row's last normal row."""
+        ref0 = getattr(self, "onset_ref", None)
+        if ref0 is None or len(ref0) != d.shape[1]:
+            ref0 = np.zeros(d.shape[1])  # no normal row yet: "at the baseline"
+        rows = np.flatnonzero(normal)
+        if len(rows):
+            level = ewma(d[rows], ref0, 2.0 / (ONSET_SPAN + 1.0))
+            last = np.maximum.accumulate(np.where(normal, np.arange(len(d)), -1))
+            pos = np.searchsorted(rows, np.maximum(last, 0))  # index among the normal rows (valid where last >= 0)
+            ref = np.where((last >= 0)[:, None], level[pos], ref0)
+            self.onset_ref = level[-1].copy()
+        else:
+            ref = np.broadcast_to(ref0, d.shape)
+        beyond = np.abs(ref) >= gate
+        if onset == "keep":
+            return beyond
+        near = np.abs(d - ref) < gate
+        return near & beyond if onset == "relative_beyond" else near
 
     def _pull(self, u: np.ndarray, rows: np.ndarray, rate: float | np.ndarray, spread: bool) -> None:
         """Per sensor, the ``k`` selected rows at ``rate`` pull the level (and spread) ``1 - (1 - rate)**k`` of

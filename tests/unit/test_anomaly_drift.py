@@ -115,3 +115,60 @@ def test_scores_do_not_depend_on_how_the_stream_is_batched(dynamics: int) -> Non
         assert max(int((f != flags[2]).sum()) for f in flags) <= 5
         # (2 sensors, no model: RMS deviation; with dynamics the 6-sd shift is averaged over 4 columns, a little later)
         assert flags[2][905 + 5 * bool(dynamics):1000].all() and not flags[2][300:890].any()
+
+
+def drifting_then_fault(seed: int) -> np.ndarray:
+    """Sensor c drifts away from warm-up on (3-5 sd off before the fault, not alarming alone); a fault on a 500-900."""
+    rng = np.random.default_rng(seed)
+    n = 1400
+    x = rng.normal(size=(n, 3))
+    x[:, 2] = 0.3 * rng.normal(size=n)
+    x[300:, 2] += 0.004 * np.arange(n - 300)
+    x[500:900, 0] += 8.0
+    return x
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_sensor_already_off_before_the_alert_keeps_being_followed_with_the_onset_setting(seed: int) -> None:
+    x = drifting_then_fault(seed)
+
+    def changes(onset: str) -> list[int]:
+        cfg = AnomalyConfig(warmup_frames=300, alert_adapt_factor=0.0, adapt_frames=10,
+                            baseline_halflife_frames=1000.0, detector_weight=0.0, adapt_gate_onset=onset)
+        flags = flags_of(cfg, x)
+        assert flags[510:900].all()  # the fault itself is not learnt away in any mode
+        return np.flatnonzero(np.diff(flags[500:].astype(int))).tolist()
+
+    # The gate alone: the drifting sensor is beyond it when the fault starts, frozen, and holds the alert for good.
+    assert all(c < 10 for c in changes("none"))  # raised at the fault's start, never cleared
+    for onset in ("keep", "relative_beyond", "relative"):
+        held = changes(onset)
+        assert 400 <= held[-1] < 425, onset  # followed during the fault: the alert clears when it ends
+
+
+def test_onset_modes_judge_a_sensor_from_its_deviation_before_the_stretch() -> None:
+    # 200 normal rows: column 0 at 0 sd, column 1 at 4 sd (drifting away), column 2 at 2 sd; then 20 non-normal rows
+    # where column 0 jumps to 5 (the fault), column 1 moves to 5.5, column 2 to 4.5.
+    d = np.vstack([np.tile([0.0, 4.0, 2.0], (200, 1)), np.tile([5.0, 5.5, 4.5], (20, 1))])
+    normal = np.arange(220) < 200
+
+    def passed(onset: str, chunks: int = 1) -> np.ndarray:
+        c = Baseline(3, warmup=20, smoothing=1)
+        c.feed(np.random.default_rng(0).normal(size=(20, 3)))
+        parts = [c._onset_quiet(d[i], normal[i], 3.0, onset) for i in np.array_split(np.arange(220), chunks)]
+        return np.concatenate(parts)[200:].all(axis=0)
+
+    assert passed("keep").tolist() == [False, True, False]  # only the sensor already beyond the gate
+    assert passed("relative_beyond").tolist() == [False, True, False]
+    assert passed("relative").tolist() == [False, True, True]  # column 2 moved 2.5 < 3 from where it was
+    for onset in ("keep", "relative_beyond", "relative"):  # carried over calls: the batching does not matter
+        assert passed(onset, chunks=7).tolist() == passed(onset).tolist()
+    # A column that was off only in the last few normal rows (a fault's ramp) is not "already off" for keep.
+    ramp = d.copy()
+    ramp[:200, 1] = 0.0
+    ramp[190:200, 1] = 4.0
+    c = Baseline(3, warmup=20, smoothing=1)
+    c.feed(np.random.default_rng(0).normal(size=(20, 3)))
+    assert not c._onset_quiet(ramp, normal, 3.0, "keep")[200:, 1].any()
+    with pytest.raises(ValueError):
+        AnomalyConfig(adapt_gate_onset="sometimes")
