@@ -74,8 +74,10 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0)
 @integration
 def test_broker_answers(broker: str, embedded_broker: EmbeddedBroker) -> None:
     assert broker == f"127.0.0.1:{embedded_broker.port}"
-    assert embedded_broker.running() and embedded_broker.startup_s < 5
-    assert wait_for_broker(broker, 5, Settings(kafka_bootstrap=None)) < 5
+    # Bounds that catch a hang, not a speed claim: on the shared 2-core machine start-up took 7.5 s
+    # under load (usually well under a second); speed belongs to benchmarks, not to tests.
+    assert embedded_broker.running() and embedded_broker.startup_s < 60
+    assert wait_for_broker(broker, 30, Settings(kafka_bootstrap=None)) < 30
     admin = KafkaAdminClient(bootstrap_servers=broker)
     try:
         assert admin.describe_cluster()["brokers"][0]["port"] == embedded_broker.port
@@ -140,11 +142,13 @@ def test_taken_port_fails_fast_with_the_log(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        settings = Settings(home=tmp_path, kafka_bootstrap=None, broker_port=port, connect_timeout_s=10)
+        settings = Settings(home=tmp_path, kafka_bootstrap=None, broker_port=port, connect_timeout_s=60)
         started = time.monotonic()
         with pytest.raises(BrokerUnreachable) as info:
             EmbeddedBroker(settings).start()
-    assert time.monotonic() - started < 5  # Tansu exits (with code 0!) when it cannot bind
+    # Tansu exits (with code 0!) when it cannot bind: the failure comes from that exit, long before the
+    # 60 s connect timeout (a loose bound: a loaded machine delays the spawn by seconds).
+    assert time.monotonic() - started < 30
     message = str(info.value)
     assert f"127.0.0.1:{port}" in message and "Address in use" in message and str(tmp_path / "broker.log") in message
 
@@ -165,7 +169,7 @@ def test_unreachable_external_bootstrap_names_the_setting() -> None:
     message = str(info.value)
     assert "LEPTON_KAFKA_BOOTSTRAP" in message and address in message
     assert "unset LEPTON_KAFKA_BOOTSTRAP to use the embedded broker" in message
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # the 0.5 s timeout holds (loosely: a loaded machine adds seconds)
 
 
 @integration
@@ -328,7 +332,7 @@ def test_rate_limit(broker: str, settings: Settings) -> None:
     gen = TransactionGenerator(seed=3, rate_per_s=400)
     started = time.monotonic()
     assert produce(settings, broker, "fraud", (e for e, _ in gen), rate=400, count=400, progress=False) == 400
-    assert 0.8 < time.monotonic() - started < 3.0
+    assert 0.8 < time.monotonic() - started < 10.0  # paced, not slower than needed (loose: shared machine)
 
 
 # --- replay --------------------------------------------------------------------------------------
