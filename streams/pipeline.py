@@ -133,13 +133,20 @@ class BatchAgent:
         """Process batches of one fetch in one pipeline call; each keeps its outputs and commit.
 
         A batch fetched before a rebalance (an older consumer generation) is dropped: its
-        partition may be another worker's now, and its offsets were never acknowledged.
+        partition may be another worker's now, and its offsets were never acknowledged. It is
+        still marked complete, which commits nothing (the transport ignores a stale
+        generation's offsets) but releases Faust's hold on its message: a message never
+        acknowledged would make the next rebalance wait for it (``wait_empty``) forever.
         """
         started = time.perf_counter()
         pipeline = self.pipeline
         generation = getattr(self.app, "consumer_generation_id", None)
         if generation is not None:
-            batches = [b for b in batches if b.generation_id in (None, generation)]
+            current = [b for b in batches if b.generation_id in (None, generation)]
+            for batch in batches:
+                if batch.generation_id not in (None, generation):
+                    batch.mark_complete()
+            batches = current
             if not batches:
                 return
         parse, limits = pipeline.parse, self.limits

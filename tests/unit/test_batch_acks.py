@@ -69,6 +69,19 @@ def test_acks_from_a_previous_generation_are_ignored(consumer) -> None:
     assert consumer._new_offset(TP0) is None
 
 
+def test_a_stale_batch_marked_complete_leaves_the_pending_set_and_commits_nothing(consumer) -> None:
+    """The agent drops a batch of a previous generation but marks it complete: Faust's ack (deferred until
+    then) releases the message, which a rebalance's ``wait_empty`` would otherwise wait for forever."""
+    m = batch(consumer, 0, 10)
+    m.generation_id = -1  # fetched before a rebalance
+    consumer.track_message(m)  # as the conductor does before delivering it to the stream
+    assert not consumer.ack_batch(m)  # Faust acks as the agent moves on: deferred, the batch is not complete
+    assert m in consumer._unacked_messages
+    m.batch.mark_complete()
+    assert m not in consumer._unacked_messages and m.acked
+    assert consumer._new_offset(TP0) is None
+
+
 def test_only_changelogs_are_fetched_while_rebalancing(consumer) -> None:
     """A stream record fetched before Faust's last resume of a rebalance would be cleared from its
     queue unacked, and the partition would never commit again (the SIGKILL-restart stall)."""
