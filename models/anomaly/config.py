@@ -35,7 +35,7 @@ class AnomalyConfig:
     drift_min_halflife_frames: float = 50.0  # ...but never faster than this half-life (the cap on adaptation speed)
     adapt_frames: int = 500  # an equipment's baseline adapts once every this many of its frames (at fixed counts)
     adapt_gate: float = 3.0  # during an alert, sensors within +-adapt_gate sd keep following drift at the full rate (0: off)
-    adapt_gate_onset: str = "none"  # round 12: the gate also passes sensors already off at the stretch's onset (see Baseline.adapt)
+    adapt_gate_onset: str = "relative"  # round 12: the gate also passes a sensor within +-gate of where it was before the alert (Baseline.adapt)
     learn_delay_frames: int = 0  # frames teach the baseline this much later, unless an alert was raised meanwhile
     dynamics_frames: int = 0  # > 0: per sensor also the mean |first difference| over this many frames (EWMA span; 0: off)
     dynamics_sd_floor: float = 0.0  # a dynamics column's sd is at least this times its warm-up mean (0: off)
