@@ -223,7 +223,10 @@ class AnomalyEngine:
             normal = (ratio < cfg.learn_below) & ~alert
             st.baseline.adapt(step.smoothed, normal, d, cfg.adapt_gate,
                               raised=any(kind == "raise" for _, kind in changes), delay=cfg.learn_delay_frames,
-                              block=cfg.adapt_frames, onset=cfg.adapt_gate_onset)
+                              block=cfg.adapt_frames, onset=cfg.adapt_gate_onset,
+                              held=(st.baseline.held_rows((ratio >= cfg.hold_above) & ~alert, cfg.hold_frames)
+                                    & ~alert if cfg.hold_above > 0 else None),
+                              spread_factor=cfg.spread_rate_factor)
             if st.detector is not None:
                 self.detector_updates += st.detector.learn(d[normal])
             row_ts = ts[rows]

@@ -271,7 +271,8 @@ class Baseline:
         self.base = np.where(trending, self.base + slope * t[-1], self.base)
 
     def adapt(self, smoothed: np.ndarray, normal: np.ndarray, deviations: np.ndarray | None = None,
-              gate: float = 0.0, raised: bool = False, delay: int = 0, block: int = 1, onset: str = "none") -> None:
+              gate: float = 0.0, raised: bool = False, delay: int = 0, block: int = 1, onset: str = "none",
+              held: np.ndarray | None = None, spread_factor: float = 1.0) -> None:
         """Follow slow drift: normal rows at the full rate, the others ``alert_factor`` times slower.
 
         The others move the level only: were they to widen the variance, a fault
@@ -295,6 +296,12 @@ class Baseline:
         alert is ``raised`` meanwhile, the queued rows count as the fault's onset
         (not normal): a fault building up under the threshold does not first
         widen the spread it is judged against.
+
+        Round 14: ``held`` rows teach nothing at all (no level, no spread, no
+        sensor passed by the gate): the engine holds back frames not under an
+        alert whose score is near the threshold (``hold_above``), e.g. a fault's
+        frames before its alert is raised. ``spread_factor`` < 1: the spread
+        adapts that many times slower than the level.
         """
         if len(smoothed) == 0:
             return
@@ -306,21 +313,39 @@ class Baseline:
             if onset != "none":
                 quiet |= self._onset_quiet(deviations, normal, gate, onset)
             rows = rows | quiet
+        taught = np.ones(len(smoothed), dtype=bool)  # rows that teach at all (round 14: not held back)
+        if held is not None:
+            taught = ~np.asarray(held, dtype=bool)
+            rows, quiet = rows & taught[:, None], quiet & taught[:, None]
         queue = getattr(self, "_queue", None)
         if queue is not None and queue[0].shape[1] == smoothed.shape[1]:
             smoothed = np.concatenate([queue[0], smoothed])
             rows = np.concatenate([queue[1], rows])
             quiet = np.concatenate([queue[2], quiet])
+            taught = np.concatenate([queue[3] if len(queue) > 3 else np.ones(len(queue[0]), dtype=bool), taught])
         if raised:
             rows = rows & quiet
         block = max(1, block)
         ready = max(0, len(smoothed) - delay) // block * block
-        self._queue = (smoothed[ready:], rows[ready:], quiet[ready:]) if ready < len(smoothed) else None
+        self._queue = ((smoothed[ready:], rows[ready:], quiet[ready:], taught[ready:]) if ready < len(smoothed)
+                       else None)
         for start in range(0, ready, block):
             u, r = smoothed[start:start + block], rows[start:start + block]
-            self._pull(u, r, self.rate, spread=True)
-            if not r.all():
-                self._pull(u, ~r, self.rate * self.alert_factor, spread=False)
+            self._pull(u, r, self.rate, spread=True, spread_factor=spread_factor)
+            slow = ~r & taught[start:start + block, None]
+            if slow.any():
+                self._pull(u, slow, self.rate * self.alert_factor, spread=False)
+
+    def held_rows(self, hot: np.ndarray, frames: int) -> np.ndarray:
+        """Round 14: rows held back from teaching: a ``hot`` row (not under an alert, score near the threshold) and
+        the ``frames`` rows after it, carried over calls (so a fault whose score hovers around the hold level is
+        held as a whole, not taught by its quieter frames)."""
+        hot = np.asarray(hot, dtype=bool)
+        idx = np.arange(len(hot))
+        since = getattr(self, "hold_since", None)
+        last = np.maximum.accumulate(np.where(hot, idx, -1 - (frames + 1 if since is None else since)))
+        self.hold_since = int(len(hot) - 1 - last[-1]) if len(hot) else since
+        return idx - last <= frames
 
     def _onset_quiet(self, d: np.ndarray, normal: np.ndarray, gate: float, onset: str) -> np.ndarray:
         """Rows x columns the ``onset`` rule passes (see :meth:`adapt`). ``ref``: an EWMA (span ``ONSET_SPAN``) of
@@ -343,9 +368,10 @@ class Baseline:
         near = np.abs(d - ref) < gate
         return near & beyond if onset == "relative_beyond" else near
 
-    def _pull(self, u: np.ndarray, rows: np.ndarray, rate: float | np.ndarray, spread: bool) -> None:
-        """Per sensor, the ``k`` selected rows at ``rate`` pull the level (and spread) ``1 - (1 - rate)**k`` of
-        the way toward their mean (and mean square deviation)."""
+    def _pull(self, u: np.ndarray, rows: np.ndarray, rate: float | np.ndarray, spread: bool,
+              spread_factor: float = 1.0) -> None:
+        """Per sensor, the ``k`` selected rows at ``rate`` pull the level (and spread, at ``spread_factor`` times
+        that rate) ``1 - (1 - rate)**k`` of the way toward their mean (and mean square deviation)."""
         k = rows.sum(axis=0)
         if not k.any() or np.all(np.asarray(rate) <= 0):
             return
@@ -355,7 +381,8 @@ class Baseline:
             r2 = (np.minimum((u - self.base) ** 2, 9.0 * self.var) * rows).sum(axis=0) / n
             floor = getattr(self, "var_floor", None)
             floor = 1.0 / self.smoothing if floor is None else floor
-            self.var = np.where(k > 0, np.maximum(self.var + w * (r2 - self.var), floor), self.var)
+            ws = w if spread_factor == 1.0 else 1.0 - (1.0 - rate * spread_factor) ** k
+            self.var = np.where(k > 0, np.maximum(self.var + ws * (r2 - self.var), floor), self.var)
         mean = (u * rows).sum(axis=0) / n
         self.base = np.where(k > 0, self.base + w * (mean - self.base), self.base)
 
