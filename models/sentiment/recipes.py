@@ -24,8 +24,10 @@ one registered model can be evaluated on both test parts
   About 70 minutes on one core. Each run's model is registered (run 1 alone
   is a usable model when there is no time for run 2).
 * ``fast``: ``lepton train sentiment`` on both files' training parts, distilled
-  from the accurate model (``--teacher``); character n-grams on (the default since
-  round 6; ``--no-subwords`` for words and bigrams only).
+  from an accurate model: ``--teacher N``, or by default the newest registered
+  accurate model (round 6, rule 2: distillation won on validation; ``--no-teacher``
+  for the undistilled model); character n-grams on (the default since round 6;
+  ``--no-subwords`` for words and bigrams only).
 * ``fast-validation``: round 5's comparison on the validation parts (character
   n-grams or not; prior adaptation on and off in one pass through the pipeline).
 * ``distil-validation``: round 6's comparison on the validation parts: the fast
@@ -41,7 +43,7 @@ one registered model can be evaluated on both test parts
     python -m models.sentiment.recipes round1 --airline A.csv.gz --semeval S.csv.gz
     python -m models.sentiment.recipes fast-validation --airline A.csv.gz --semeval S.csv.gz [--no-subwords]
     python -m models.sentiment.recipes distil-validation --airline A.csv.gz --semeval S.csv.gz --teacher N
-    python -m models.sentiment.recipes fast --airline A.csv.gz --semeval S.csv.gz --teacher N
+    python -m models.sentiment.recipes fast --airline A.csv.gz --semeval S.csv.gz [--teacher N | --no-teacher]
     python -m models.sentiment.recipes ensemble --member DIR1 --member DIR2
 """
 
@@ -292,6 +294,16 @@ def fast(settings: Any, airline: Path, semeval: Path, teacher: int | None, promo
                            logit_offsets=chosen, notes=notes, subwords=subwords)
 
 
+def default_teacher(settings: Any) -> int | None:
+    """The newest registered accurate sentiment model (an ensemble of them counts), or None: the fast
+    recipe's teacher when none is given (round 6, rule 2: the distilled n-gram model won on validation)."""
+    from models.registry import ModelRegistry
+
+    accurate = [m.version for m in ModelRegistry(settings.models_dir).versions("sentiment")
+                if m.extra.get("kind") == "accurate"]
+    return max(accurate, default=None)
+
+
 def _fast_rows(settings: Any, airline: Path, semeval: Path, teacher: int | None) -> dict[str, Any]:
     """The fast recipe's training rows (both training parts, in ``lepton train``'s order), which of
     them are validation rows, and the teacher's probabilities for all of them (cached beside the
@@ -409,7 +421,9 @@ def main() -> None:
     parser.add_argument("--airline", type=Path, help="accurate, fast: the airline data set")
     parser.add_argument("--semeval", type=Path, help="accurate, fast: the SemEval data set")
     parser.add_argument("--teacher", type=int,
-                        help="fast, distil-validation: the registered accurate version to distil")
+                        help="fast, distil-validation: the registered accurate version to distil "
+                             "(fast: default the newest registered accurate model)")
+    parser.add_argument("--no-teacher", action="store_true", help="fast: no distillation")
     parser.add_argument("--checkpoints", type=Path, default=Path("reports/sentiment-accurate"),
                         help="accurate: where each epoch's weights and validation scores go")
     parser.add_argument("--choose-only", action="store_true",
@@ -457,7 +471,16 @@ def main() -> None:
         meta = accurate(settings, args.airline, args.semeval, args.checkpoints, promote=args.promote,
                         train=not args.choose_only, log=lambda line: print(line, flush=True))
     else:
-        meta = fast(settings, args.airline, args.semeval, args.teacher, promote=args.promote,
+        teacher = args.teacher
+        if args.no_teacher and teacher is not None:
+            parser.error("--teacher N or --no-teacher, not both")
+        if teacher is None and not args.no_teacher:
+            teacher = default_teacher(settings)
+            if teacher is None:
+                parser.error(f"fast distils from an accurate model by default (round 6); none is registered in "
+                             f"{settings.models_dir}: train one (recipes round1), give --teacher N, or --no-teacher")
+            print(f"teacher: v{teacher}, the newest registered accurate model", flush=True)
+        meta = fast(settings, args.airline, args.semeval, teacher, promote=args.promote,
                     offsets=args.offsets, log=lambda line: print(line, flush=True),
                     subwords=False if args.no_subwords else (True if args.subwords else None))
     print(f"registered sentiment v{meta.version} ({meta.extra['kind']}) in {settings.models_dir}")

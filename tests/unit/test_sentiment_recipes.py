@@ -108,3 +108,41 @@ def test_distil_validation_compares_the_same_fit_with_and_without_the_teacher(fi
 
     frame, _ = load_training([a, s], test_where="source=twitter-2016test", train_part_only=True)
     assert cached[0].name == f"teacher-{texts_digest(frame['text'].tolist())}.npy"
+
+
+def test_the_fast_recipe_distils_from_the_newest_accurate_model_by_default(files, tmp_path, monkeypatch,
+                                                                           capsys) -> None:
+    """Round 6, rule 2: distillation won on validation, so ``recipes fast`` without ``--teacher`` takes the
+    newest registered accurate model; with none registered it refuses rather than silently not distilling."""
+    import sys
+
+    from models.sentiment import recipes
+
+    a, s = files
+    settings = Settings(home=tmp_path / "home")
+    monkeypatch.setattr("streams.settings.get_settings", lambda: settings)
+    cli = ["recipes", "fast", "--airline", str(a), "--semeval", str(s)]
+    assert recipes.default_teacher(settings) is None  # nothing registered
+    plain = fast(settings, a, s, teacher=None, progress=False, log=lambda line: None, subwords=False)
+    assert recipes.default_teacher(settings) is None  # a fast model teaches nobody
+    monkeypatch.setattr(sys, "argv", cli)
+    with pytest.raises(SystemExit):
+        recipes.main()
+    assert "--no-teacher" in capsys.readouterr().err
+
+    registry = ModelRegistry(settings.models_dir)
+    onnx = registry.model_path("sentiment", plain.version).read_bytes()
+    as_accurate = plain.model_copy(update={"extra": {**plain.extra, "kind": "accurate"}})
+    accurate = [registry.register("sentiment", onnx, as_accurate, promote=False) for _ in range(2)]
+    registry.register("sentiment", onnx, plain, promote=False)  # a newer fast model does not count
+    assert recipes.default_teacher(settings) == accurate[-1].version
+
+    given: list[int | None] = []
+    monkeypatch.setattr(recipes, "fast", lambda *args, **kw: given.append(args[3]) or plain)
+    for argv, teacher in ((cli, accurate[-1].version), ([*cli, "--teacher", "2"], 2), ([*cli, "--no-teacher"], None)):
+        monkeypatch.setattr(sys, "argv", argv)
+        recipes.main()
+        assert given[-1] == teacher
+    monkeypatch.setattr(sys, "argv", [*cli, "--teacher", "2", "--no-teacher"])
+    with pytest.raises(SystemExit):
+        recipes.main()
