@@ -110,6 +110,48 @@ def load_classifier(dropout: float = 0.1):
     return MiniLMClassifier(encoder, dim=encoder.config.hidden_size, dropout=dropout)
 
 
+def classifier_from_onnx(path: Path | str):
+    """The torch classifier whose weights a registered accurate ``model.onnx`` holds (round 7: to continue
+    a registered run, as round 1's second run continues its first, when its torch weights were not kept).
+
+    Named initializers map to the parameters of the same name; the exporter's anonymous ``MatMul``
+    weights are the transposed ``<layer>.weight`` of the ``<layer>.bias`` added right after them.
+    Raises ``ValueError`` if a trainable transformer or head parameter is not found in the graph.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    torch, _, _ = _torch_modules()
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = {name: value for name, value in inits.items() if not name.startswith("onnx::")}
+    for node in graph.node:
+        weights = [x for x in node.input if x.startswith("onnx::") and x in inits]
+        if node.op_type != "MatMul" or len(weights) != 1:
+            continue
+        biases = [x for n in consumers.get(node.output[0], []) if n.op_type == "Add"
+                  for x in n.input if x.endswith(".bias") and x in inits]
+        if len(biases) == 1:
+            found[biases[0][: -len(".bias")] + ".weight"] = inits[weights[0]].T
+    model = load_classifier()
+    state = model.state_dict()
+    needed = [k for k in state if k.startswith("head.") or ".encoder.layer." in k]
+    missing = [k for k in needed if k not in found]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} parameters not found in the graph, e.g. {missing[:3]}")
+    for name, value in found.items():
+        if name in state:
+            if tuple(state[name].shape) != value.shape:
+                raise ValueError(f"{path}: {name} has shape {value.shape}, the classifier {tuple(state[name].shape)}")
+            state[name] = torch.from_numpy(np.array(value, dtype=np.float32)).to(state[name].dtype)
+    model.load_state_dict(state)
+    return model.eval()
+
+
 @dataclass
 class AccurateConfig:
     epochs: int = 2

@@ -7,7 +7,11 @@ its own. Every member must tokenize identically (the same text encoder in its
 ONNX metadata), since the merged graph is fed one token matrix.
 
 The weights are fixed by the caller (equal by default) and normalized to sum
-to 1; nothing is fitted here.
+to 1; nothing is fitted here. Optional per-class log-space offsets ``o`` (a prior
+correction chosen elsewhere, e.g. on validation, round 7) turn the mix ``p`` into
+``p * exp(o)`` renormalized: for one model, the same as adding ``o`` to its
+logits; for an ensemble, a shift of the mean's log. With offsets a single
+member is allowed (the model itself, shifted).
 """
 
 from __future__ import annotations
@@ -41,8 +45,18 @@ def member_dir(registry: ModelRegistry, spec: str | int | Path) -> Path:
     return path
 
 
-def merge(members: Sequence[bytes], weights: Sequence[float] | None = None) -> bytes:
-    """ONNX bytes whose output is ``sum_i w_i * member_i(tokens)``, weights normalized to sum to 1.
+def apply_offsets(p: np.ndarray, offsets: Sequence[float] | None) -> np.ndarray:
+    """``p * exp(offsets)`` renormalized per row (what :func:`merge` computes with ``offsets``)."""
+    if offsets is None:
+        return p
+    q = np.asarray(p, dtype=np.float64) * np.exp(np.asarray(offsets, dtype=np.float64))
+    return (q / q.sum(1, keepdims=True)).astype(np.float32)
+
+
+def merge(members: Sequence[bytes], weights: Sequence[float] | None = None,
+          offsets: Sequence[float] | None = None) -> bytes:
+    """ONNX bytes whose output is ``sum_i w_i * member_i(tokens)``, weights normalized to sum to 1,
+    then (with ``offsets``) multiplied by ``exp(offsets)`` per class and renormalized.
 
     Each member's nodes, edges and initializers get a prefix ``m<i>_``; the shared
     input feeds each through an Identity. Encoder and labels metadata come from
@@ -51,8 +65,10 @@ def merge(members: Sequence[bytes], weights: Sequence[float] | None = None) -> b
     import onnx
     from onnx import compose, helper, numpy_helper
 
-    if len(members) < 2:
-        raise EnsembleError("an ensemble needs at least two members")
+    if len(members) < 2 and offsets is None:
+        raise EnsembleError("an ensemble needs at least two members (or offsets for one)")
+    if offsets is not None and np.shape(offsets) != (len(LABELS),):
+        raise EnsembleError(f"offsets {list(offsets)}: need one per class {list(LABELS)}")
     w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(members),) or (w < 0).any() or w.sum() <= 0:
         raise EnsembleError(f"weights {list(w)}: need one non-negative weight per member, not all zero")
@@ -79,7 +95,18 @@ def merge(members: Sequence[bytes], weights: Sequence[float] | None = None) -> b
         nodes.append(helper.make_node("Mul", [f"m{i}_{OUTPUT}", f"ensemble_w{i}"], [f"ensemble_p{i}"],
                                       name=f"ensemble_weigh{i}"))
         parts.append(f"ensemble_p{i}")
-    nodes.append(helper.make_node("Sum", parts, [OUTPUT], name="ensemble_sum"))
+    mix = OUTPUT if offsets is None else "ensemble_mix"
+    nodes.append(helper.make_node("Sum", parts, [mix], name="ensemble_sum"))
+    if offsets is not None:
+        # q = p * exp(o); q / rowsum(q), the row sum as q @ ones(k, k) (no opset-dependent ReduceSum)
+        k = len(LABELS)
+        inits.append(numpy_helper.from_array(np.exp(np.asarray(offsets, dtype=np.float64)).astype(np.float32)
+                                             .reshape(1, k), "ensemble_factors"))
+        inits.append(numpy_helper.from_array(np.ones((k, k), dtype=np.float32), "ensemble_ones"))
+        nodes.append(helper.make_node("Mul", [mix, "ensemble_factors"], ["ensemble_q"], name="ensemble_shift"))
+        nodes.append(helper.make_node("MatMul", ["ensemble_q", "ensemble_ones"], ["ensemble_rowsum"],
+                                      name="ensemble_rowsum"))
+        nodes.append(helper.make_node("Div", ["ensemble_q", "ensemble_rowsum"], [OUTPUT], name="ensemble_norm"))
     graph = helper.make_graph(nodes, "sentiment_ensemble", [protos[0].graph.input[0]],
                               [protos[0].graph.output[0]], initializer=inits)
     model = helper.make_model(graph, opset_imports=list(protos[0].opset_import),
@@ -91,7 +118,7 @@ def merge(members: Sequence[bytes], weights: Sequence[float] | None = None) -> b
 
 
 def register_ensemble(settings: Any, members: Sequence[str | int | Path], weights: Sequence[float] | None = None,
-                      *, promote: bool = False, note: str = "") -> ModelMeta:
+                      *, promote: bool = False, note: str = "", offsets: Sequence[float] | None = None) -> ModelMeta:
     """Merge the members (versions of this registry or version directories), register the result.
 
     The ensemble's kind is its members' (they share a tokenizer, so they are of one kind).
@@ -102,10 +129,11 @@ def register_ensemble(settings: Any, members: Sequence[str | int | Path], weight
     kinds = {str(m.extra.get("kind", "fast")) for m in metas}
     if len(kinds) != 1:
         raise EnsembleError(f"members of different kinds {sorted(kinds)} do not share a tokenizer")
-    onnx_bytes = merge([(d / MODEL_FILE).read_bytes() for d in dirs], weights)
+    onnx_bytes = merge([(d / MODEL_FILE).read_bytes() for d in dirs], weights, offsets)
     w = np.ones(len(dirs)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = (w / w.sum()).round(6).tolist()
     training = {"recipe": "models.sentiment.ensemble", "kind": kinds.pop(), "weights": w, "note": note,
+                "offsets": None if offsets is None else [float(o) for o in offsets],
                 "members": [{"path": str(d.resolve()), "version": m.version, "metrics": m.metrics,
                              "training": m.training} for d, m in zip(dirs, metas)],
                 "train_part_only": all(m.training.get("train_part_only") for m in metas),

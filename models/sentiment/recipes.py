@@ -91,20 +91,68 @@ def score(parts: dict[str, pd.DataFrame], p_airline: np.ndarray, p_semeval: np.n
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
-def choose_offsets(parts: dict[str, pd.DataFrame], p_airline: np.ndarray, p_semeval: np.ndarray) -> np.ndarray:
+def choose_offsets(parts: dict[str, pd.DataFrame], p_airline: np.ndarray, p_semeval: np.ndarray,
+                   objective: Any = None) -> np.ndarray:
     """Logit offsets for (neutral, positive), negative fixed at 0, that maximize the validation score.
 
     A coarse grid (steps of 0.1 within ±1) on purpose: a finer one would fit
     the 5,700 validation messages' noise. Ties go to the smallest shift.
+    ``objective(figures)``: what is maximized (default ``figures["score"]``); ``None`` marks an
+    ineligible shift (round 7's SemEval guard). No shift at all is always kept as a fallback.
     """
+    objective = objective or (lambda figures: figures["score"])
     best, best_key = np.zeros(3), None
     for neutral in OFFSET_GRID:
         for positive in OFFSET_GRID:
             offsets = np.array([0.0, neutral, positive])
-            key = (score(parts, p_airline, p_semeval, offsets)["score"], -abs(neutral) - abs(positive))
-            if best_key is None or key > best_key:
+            value = objective(score(parts, p_airline, p_semeval, offsets))
+            key = None if value is None else (value, -abs(neutral) - abs(positive))
+            if key is not None and (best_key is None or key > best_key):
                 best, best_key = offsets, key
     return best
+
+
+ROUND7_GUARD = 0.01  # round 7, rule 3: SemEval validation macro-recall may fall at most this much below A's
+ROUND7_MARGIN = 0.005  # rule 4: a costlier candidate must beat every cheaper one by more than this
+
+
+def round7_score(figures: dict[str, float]) -> float:
+    """Round 7, rule 3: airline validation accuracy + macro-F1 (the figures of the missed target)."""
+    return round(figures["airline_accuracy"] + figures["airline_macro_f1"], 4)
+
+
+def round7_validation(settings: Any, airline: Path, semeval: Path, run1: int, run2: int | None,
+                      log: Any = print) -> dict[str, Any]:
+    """Round 7, rules 1-4: candidates A-F judged on the held-out twins ``run1`` and ``run2`` (registered
+    versions of ``recipes round1 --hold-out`` in ``settings``), offsets chosen on the twins' validation
+    probabilities under the SemEval guard; the winner is the cheapest eligible candidate within
+    :data:`ROUND7_MARGIN` of the best. Without ``run2`` only A and B are judged."""
+    from .train import teacher_probabilities
+
+    parts = validation_parts(airline, semeval)
+    val_a, val_s = parts["airline_val"]["text"].tolist(), parts["semeval_val"]["text"].tolist()
+    probs = {"run 1": [teacher_probabilities(settings, run1, t) for t in (val_a, val_s)]}
+    if run2 is not None:
+        probs["run 2"] = [teacher_probabilities(settings, run2, t) for t in (val_a, val_s)]
+        probs["ensemble"] = [(x + z) / 2 for x, z in zip(probs["run 1"], probs["run 2"])]
+    floor = round(score(parts, *probs["run 1"])["semeval_macro_recall"] - ROUND7_GUARD, 4)
+
+    def objective(figures: dict[str, float]) -> float | None:
+        return round7_score(figures) if figures["semeval_macro_recall"] >= floor else None
+
+    table: dict[str, Any] = {}
+    for (name, (pa, ps)), letters in zip(probs.items(), ("AB", "CD", "EF")):
+        offsets = choose_offsets(parts, pa, ps, objective)
+        for letter, shift in zip(letters, (None, offsets)):
+            figures = score(parts, pa, ps, shift)
+            table[letter] = {"model": name, "offsets": None if shift is None else shift.tolist(), **figures,
+                             "round7_score": round7_score(figures), "eligible": objective(figures) is not None}
+            log(f"{letter} {name}{'' if shift is None else f' + offsets {shift.tolist()}'}: {json.dumps(table[letter])}")
+    best = max(v["round7_score"] for v in table.values() if v["eligible"])
+    winner = next(k for k, v in table.items() if v["eligible"] and v["round7_score"] >= best - ROUND7_MARGIN)
+    log(f"SemEval floor {floor}; best eligible score {best}; winner {winner} "
+        f"(the cheapest eligible candidate within {ROUND7_MARGIN} of it)")
+    return {"candidates": table, "semeval_floor": floor, "best": best, "winner": winner}
 
 
 def accurate(settings: Any, airline: Path, semeval: Path, checkpoints: Path, promote: bool = False,
@@ -189,18 +237,42 @@ def register_accurate(settings: Any, parts: dict[str, pd.DataFrame], checkpoints
 ROUND1_SEMEVAL_PER_RUN = 14_000
 
 
-def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, log: Any = print) -> ModelMeta:
-    """Round 1's accurate recipe (``git show 42a2f32:models/sentiment/recipes.py``) on today's code."""
-    from .accurate import AccurateConfig, train_accurate
+def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, log: Any = print,
+           hold_out: bool = False, start_version: int | None = None) -> ModelMeta:
+    """Round 1's accurate recipe (``git show 42a2f32:models/sentiment/recipes.py``) on today's code.
+
+    ``hold_out``: its held-out twin (round 7), the same recipe on the fit rows of
+    :func:`validation_parts` only, so that its validation figures are out of sample.
+    ``start_version``: a registered run 1 of this recipe (same rows); only run 2 is done,
+    continuing from its weights (read back from its ONNX file).
+    """
+    from models.registry import ModelRegistry
+
+    from .accurate import AccurateConfig, classifier_from_onnx, train_accurate
     from .train import register_model
 
-    a = training_part(read_labelled(airline), SEMEVAL_TEST)
-    s = training_part(read_labelled(semeval), SEMEVAL_TEST)
+    if hold_out:
+        parts = validation_parts(airline, semeval)
+        a, s = parts["airline_fit"], parts["semeval_fit"]
+    else:
+        a = training_part(read_labelled(airline), SEMEVAL_TEST)
+        s = training_part(read_labelled(semeval), SEMEVAL_TEST)
     runs = [AccurateConfig(epochs=1, lr=8e-5, head_lr=2e-3, freeze_layers=2, seed=0),
             AccurateConfig(epochs=1, lr=4e-5, head_lr=5e-4, warmup=0.02, freeze_layers=2, seed=1)]
     model = encoder = None
+    first = 0
+    if start_version is not None:
+        registry = ModelRegistry(settings.models_dir)
+        done = registry.get("sentiment", start_version).training
+        if done.get("recipe") != "models.sentiment.recipes.round1" or len(done.get("runs", [])) != 1 \
+                or bool(done.get("hold_out")) != hold_out:
+            raise ValueError(f"v{start_version} is not run 1 of this recipe on the same rows")
+        model, first = classifier_from_onnx(registry.model_path("sentiment", start_version)).train(), 1
+        log(f"continuing from v{start_version} (run 1)")
     started = time.time()
     for i, cfg in enumerate(runs):
+        if i < first:
+            continue
         pick = np.sort(np.random.default_rng(i).choice(len(s), min(ROUND1_SEMEVAL_PER_RUN, len(s)), replace=False))
         texts = [*a["text"].tolist(), *s["text"].iloc[pick].tolist()]
         y = np.concatenate([a["y"].to_numpy(), s["y"].to_numpy()[pick]])
@@ -211,7 +283,9 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
                 log(f"run {i + 1} step {step}/{total} loss {loss:.4f} ({time.time() - started:.0f} s)")
 
         encoder, model = train_accurate(texts, y, cfg, start=model, progress=progress)
-        training = {"source": f"{airline} + {semeval} (training parts)", "recipe": "models.sentiment.recipes.round1",
+        rows = "training parts, validation rows held out" if hold_out else "training parts"
+        training = {"source": f"{airline} + {semeval} ({rows})", "recipe": "models.sentiment.recipes.round1",
+                    "hold_out": hold_out, "continued_from": start_version,
                     "runs": [vars(c) for c in runs[:i + 1]], "semeval_per_epoch": ROUND1_SEMEVAL_PER_RUN,
                     "train_part_only": True, "test_where": SEMEVAL_TEST, "kind": "accurate",
                     "seconds": round(time.time() - started, 1)}
@@ -417,7 +491,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="the recipes behind the sentiment README's numbers")
     parser.add_argument("model", choices=("accurate", "round1", "fast", "fast-validation", "distil-validation",
-                                          "ensemble"))
+                                          "ensemble", "round7-validation"))
     parser.add_argument("--airline", type=Path, help="accurate, fast: the airline data set")
     parser.add_argument("--semeval", type=Path, help="accurate, fast: the SemEval data set")
     parser.add_argument("--teacher", type=int,
@@ -442,6 +516,14 @@ def main() -> None:
                         help="fast: with character n-grams (the default since round 6)")
     parser.add_argument("--home", type=Path, default=Path("/tmp/sentiment-validation"),
                         help="fast-validation: scratch LEPTON_HOME for the fitted model")
+    parser.add_argument("--hold-out", action="store_true",
+                        help="round1: the held-out twin (fit rows only, validation rows out; round 7)")
+    parser.add_argument("--start-from", type=int,
+                        help="round1: a registered run 1 of the recipe; only run 2 is done, from its weights")
+    parser.add_argument("--twin", type=int, action="append", default=[],
+                        help="round7-validation: the held-out twin's run 1 version, then (optionally) its run 2")
+    parser.add_argument("--log-offsets", type=float, nargs=3, metavar=("NEG", "NEU", "POS"),
+                        help="ensemble: per-class log-space offsets applied to the mix (one --member allowed)")
     parser.add_argument("--promote", action="store_true")
     args = parser.parse_args()
     settings = get_settings()
@@ -450,10 +532,17 @@ def main() -> None:
     if args.model == "ensemble":
         from .ensemble import register_ensemble
 
-        meta = register_ensemble(settings, args.member, args.weight, promote=args.promote)
+        meta = register_ensemble(settings, args.member, args.weight, promote=args.promote, offsets=args.log_offsets)
     elif args.model == "fast-validation":
         fast_validation(args.airline, args.semeval, args.home, subwords=not args.no_subwords,
                         log=lambda line: print(line, flush=True))
+        return
+    elif args.model == "round7-validation":
+        if not 1 <= len(args.twin) <= 2:
+            parser.error("round7-validation needs --twin RUN1 [--twin RUN2]")
+        print(json.dumps(round7_validation(settings, args.airline, args.semeval, args.twin[0],
+                                           args.twin[1] if len(args.twin) > 1 else None,
+                                           log=lambda line: print(line, flush=True))))
         return
     elif args.model == "distil-validation":
         if args.teacher is None:
@@ -462,8 +551,8 @@ def main() -> None:
                                            subwords=not args.no_subwords, log=lambda line: print(line, flush=True))))
         return
     elif args.model == "round1":
-        meta = round1(settings, args.airline, args.semeval, promote=args.promote,
-                      log=lambda line: print(line, flush=True))
+        meta = round1(settings, args.airline, args.semeval, promote=args.promote, hold_out=args.hold_out,
+                      start_version=args.start_from, log=lambda line: print(line, flush=True))
     elif args.model == "accurate" and args.refit_of is not None:
         meta = refit_accurate(settings, args.airline, args.semeval, args.refit_of,
                               promote=args.promote, log=lambda line: print(line, flush=True))

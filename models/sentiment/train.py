@@ -142,12 +142,14 @@ def teacher_probabilities(settings: Any, version: int, texts: Sequence[str], pro
     weighted mean of its members' (cached) probabilities, which is what its
     merged graph computes.
     """
-    from .ensemble import member_paths
+    from .ensemble import apply_offsets, member_paths
 
     registry = ModelRegistry(settings.models_dir)
-    members = member_paths(registry.get("sentiment", version))
+    meta = registry.get("sentiment", version)
+    members = member_paths(meta)
     if members:
-        return sum(np.float32(w) * _scored(settings, d, texts, progress) for d, w in members).astype(np.float32)
+        mix = sum(np.float32(w) * _scored(settings, d, texts, progress) for d, w in members).astype(np.float32)
+        return apply_offsets(mix, meta.training.get("offsets"))
     return _scored(settings, registry.model_path("sentiment", version).parent, texts, progress)
 
 

@@ -77,3 +77,24 @@ def test_members_that_tokenize_differently_are_refused(members) -> None:
         merge([ModelRegistry(settings.models_dir).model_path("sentiment", 1).read_bytes()])
     with pytest.raises(EnsembleError, match="not a registered model version"):
         register_ensemble(settings, [1, "/nonexistent/v9"])
+
+
+def test_offsets_shift_the_mix_in_log_space_for_one_model_or_an_ensemble(members) -> None:
+    """Round 7: ``p * exp(o)`` renormalized in the graph; for one model the same as adding ``o`` to its logits;
+    as a teacher, the members' cached probabilities give what the graph gives."""
+    from models.sentiment.ensemble import apply_offsets
+
+    settings, nets, texts = members
+    probe = FIXED + texts
+    o = [0.0, 0.6, -0.3]
+    one = register_ensemble(settings, [1], offsets=o)
+    p = predict_fast(*nets[0], probe)
+    expected = np.exp(np.log(p) + o) / np.exp(np.log(p) + o).sum(1, keepdims=True)
+    np.testing.assert_allclose(_served(settings, one.version).predict(probe), expected, atol=1e-5)
+    assert one.training["offsets"] == o and one.extra["ensemble_of"] == [1]
+    two = register_ensemble(settings, [1, 2], offsets=o)
+    mix = np.mean([predict_fast(e, n, probe) for e, n in nets[:2]], axis=0)
+    np.testing.assert_allclose(_served(settings, two.version).predict(probe), apply_offsets(mix, o), atol=1e-5)
+    np.testing.assert_allclose(teacher_probabilities(settings, two.version, probe), apply_offsets(mix, o), atol=1e-5)
+    with pytest.raises(EnsembleError, match="one per class"):
+        register_ensemble(settings, [1], offsets=[0.1, 0.2])

