@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     anomaly_spread_rate_factor: float = Field(1.0, gt=0, le=1, description="An equipment's normal spread adapts this times as fast as its level (round 14; 1: as fast).")
     anomaly_hold_above: float = Field(0.0, ge=0, description="A frame not under an alert whose score ratio is at least this (and the anomaly_hold_frames frames after it) teaches the baseline nothing, level or spread (round 14; 0: off).")
     anomaly_hold_frames: int = Field(0, ge=0, description="With hold_above: the frames after such a frame teach nothing either (round 14).")
+    anomaly_error_top_sensors: int = Field(0, ge=0, description="The model's error of a frame is the RMS of its this many largest sensor contributions, so that a fault of one or two sensors is not averaged away by the quiet ones (round 15; 0: all sensors).")
     anomaly_learn_delay_frames: int = Field(0, ge=0, description="Frames teach an equipment's baseline this many frames later, and not as normal if an alert was raised meanwhile (its onset).")
     anomaly_dynamics_frames: int = Field(0, ge=0, description="Per sensor also a dynamics feature: the mean absolute first difference of its standardized reading over this many frames (EWMA span; 0: off).")
     anomaly_dynamics_sd_floor: float = Field(0.0, ge=0, description="A dynamics column's standard deviation is at least this times its warm-up mean (0: off).")

@@ -44,6 +44,7 @@ class AnomalyConfig:
     dynamics_sd_floor: float = 0.0  # a dynamics column's sd is at least this times its warm-up mean (0: off)
     dynamics_release_frames: int = 0  # > 0: a dynamics column is the lower of its EWMA and one of this span (0: off)
     dynamics_separate: bool = False  # the model's error: the larger of the levels' and the dynamics' RMS (not one RMS)
+    error_top_sensors: int = 0  # round 15: the model's error is the RMS of the this many largest contributions (0: all)
     learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
     clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
     default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one
@@ -84,6 +85,8 @@ class AnomalyConfig:
             raise ValueError("spread_rate_factor must be within (0, 1]")
         if self.hold_above < 0 or self.hold_frames < 0:
             raise ValueError("hold_above and hold_frames must be >= 0")
+        if self.error_top_sensors < 0:
+            raise ValueError("error_top_sensors must be >= 0")
         if self.ensemble_members < 1:
             raise ValueError("ensemble_members must be >= 1")
 

@@ -54,7 +54,8 @@ from .state import AnomalyState, Episode, EquipmentState
 NAN = math.nan
 
 
-def model_error(contrib: np.ndarray, known: np.ndarray, n_sensors: int, separate: bool = False) -> np.ndarray:
+def model_error(contrib: np.ndarray, known: np.ndarray, n_sensors: int, separate: bool = False,
+                top: int = 0) -> np.ndarray:
     """The model's error per frame: the RMS of the known columns' contributions; with ``separate`` (round 11)
     and dynamics columns, the larger of the level columns' RMS and the dynamics columns' RMS.
 
@@ -62,14 +63,27 @@ def model_error(contrib: np.ndarray, known: np.ndarray, n_sensors: int, separate
     >>> k = np.ones(4, dtype=bool)
     >>> model_error(c, k, 2).round(3).tolist(), model_error(c, k, 2, separate=True).round(3).tolist()
     ([1.225], [1.414])
+
+    ``top`` > 0 (round 15, ``error_top_sensors``): the RMS of each row's ``top`` largest contributions only (of each
+    part with ``separate``), so that a fault of one or two sensors is not averaged away by the quiet ones.
+
+    >>> model_error(c, k, 4, top=1).tolist(), model_error(c, k, 4, top=2).round(3).tolist()
+    ([2.0], [1.581])
     """
     if not known.any():
         return np.zeros(len(contrib))
     if not separate or contrib.shape[1] == n_sensors:
-        return np.sqrt(contrib[:, known].mean(axis=1))
-    parts = [np.sqrt(c[:, k].mean(axis=1)) for c, k in ((contrib[:, :n_sensors], known[:n_sensors]),
-                                                         (contrib[:, n_sensors:], known[n_sensors:])) if k.any()]
+        return _rms(contrib[:, known], top)
+    parts = [_rms(c[:, k], top) for c, k in ((contrib[:, :n_sensors], known[:n_sensors]),
+                                             (contrib[:, n_sensors:], known[n_sensors:])) if k.any()]
     return np.maximum(*parts) if len(parts) == 2 else parts[0]
+
+
+def _rms(c: np.ndarray, top: int = 0) -> np.ndarray:
+    """Per row: the RMS of all columns, or (``top`` > 0) of the ``top`` largest."""
+    if 0 < top < c.shape[1]:
+        c = np.partition(c, c.shape[1] - top, axis=1)[:, c.shape[1] - top:]
+    return np.sqrt(c.mean(axis=1))
 
 
 def _by_sensor(contrib: np.ndarray, n_sensors: int) -> np.ndarray:
@@ -211,7 +225,8 @@ class AnomalyEngine:
         for (st, rows, step), contrib in zip(pending, contributions):
             d = step.deviations
             known = st.baseline.known
-            error = model_error(contrib, known, st.baseline.n_sensors, cfg.dynamics_separate)
+            error = model_error(contrib, known, st.baseline.n_sensors, cfg.dynamics_separate,
+                                 cfg.error_top_sensors)
             ratio = (1.0 - w) * error / (threshold * st.scale)
             if w and st.detector is not None:
                 ratio += w * np.maximum(st.detector.ratio(d), 0.0)
@@ -333,7 +348,8 @@ class AnomalyEngine:
         known = st.baseline.known
         if not known.any():
             return
-        error = model_error(contrib, known, st.baseline.n_sensors, self.config.dynamics_separate)
+        error = model_error(contrib, known, st.baseline.n_sensors, self.config.dynamics_separate,
+                            self.config.error_top_sensors)
         own = float(np.quantile(error, self.config.calibration_quantile))
         st.scale = float(np.clip(own / float(reference), *SCALE_BOUNDS))
 

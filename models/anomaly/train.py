@@ -252,7 +252,8 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
         warm = d[: n_warm - min(2 * config.smoothing_frames, n_warm // 2)]  # the in-sample warm-up rows
         st = engine.state.get_or_create(s.equipment_id, list(s.sensors), config)
         contrib = engine.contributions([(st, warm)], scorer)[0]
-        error = model_error(contrib, np.ones(contrib.shape[1], dtype=bool), len(s.sensors), config.dynamics_separate)
+        error = model_error(contrib, np.ones(contrib.shape[1], dtype=bool), len(s.sensors), config.dynamics_separate,
+                             config.error_top_sensors)
         warm_q.append(float(np.quantile(error, config.calibration_quantile)))
     reference = float(np.median(warm_q))
     scorer.meta = meta = meta.model_copy(update={"extra": {**meta.extra, "calibration_reference": reference}})

@@ -126,7 +126,7 @@ def _parts(engine: AnomalyEngine, eid: str, out: Any, scorer: Any) -> dict[str, 
     known = st.baseline.known
     scale = (1.0 - engine.config.detector_weight) / (engine._threshold(scorer) * st.scale * st.gain)
     k = st.baseline.n_sensors
-    model = model_error(contrib, known, k, engine.config.dynamics_separate) * scale
+    model = model_error(contrib, known, k, engine.config.dynamics_separate, engine.config.error_top_sensors) * scale
     levels, dyn = contrib[:, :k][:, known[:k]], contrib[:, k:][:, known[k:]]
     separate = engine.config.dynamics_separate and dyn.shape[1] > 0
     # with the dynamics columns at their normal contribution 1: one RMS over both, or (separate) max(levels' RMS, 1)
@@ -260,7 +260,8 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
     results = []
     model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip",
                               "dynamics_frames", "dynamics_sd_floor", "dynamics_release_frames", "dynamics_separate",
-                              "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout")
+                              "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout",
+                              "error_top_sensors")  # round 15: training computes the calibration reference with it
                   if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
     for model_values, model_seed in itertools.product(itertools.product(*(grid[k] for k in model_keys)), seeds):
