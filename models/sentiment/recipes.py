@@ -23,6 +23,11 @@ one registered model can be evaluated on both test parts
   continuing from the first at a lower learning rate. No validation, no choice.
   About 70 minutes on one core. Each run's model is registered (run 1 alone
   is a usable model when there is no time for run 2).
+  ``--hold-out``: its held-out twin (the fit rows only), whose validation figures
+  judge the recipe's candidates (round 7); ``--start-from N``: run 2 only, from run 1's
+  registered weights.
+* ``round7-validation``: round 7's rules on the held-out twin's runs: run 1, run 2 and
+  their average, each with and without per-class offsets, scored on the validation parts.
 * ``fast``: ``lepton train sentiment`` on both files' training parts, distilled
   from an accurate model: ``--teacher N``, or by default the newest registered
   accurate model (round 6, rule 2: distillation won on validation; ``--no-teacher``
@@ -37,7 +42,8 @@ one registered model can be evaluated on both test parts
 * ``ensemble``: registered models (``--member N`` or a version directory of any
   registry, repeated) merged into one ONNX graph averaging their probabilities
   (:mod:`.ensemble`), with weights fixed by the caller (``--weight``, default
-  equal). Nothing is trained or chosen.
+  equal) and optional per-class log offsets (``--log-offsets``, one member allowed).
+  Nothing is trained or chosen.
 
     python -m models.sentiment.recipes accurate --airline A.csv.gz --semeval S.csv.gz --checkpoints DIR
     python -m models.sentiment.recipes round1 --airline A.csv.gz --semeval S.csv.gz
