@@ -22,14 +22,20 @@ from . import LABELS
 
 
 def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
-                           labels: Sequence[str] = LABELS) -> dict[str, Any]:
-    """Metrics of integer class predictions; ``confusion[true][predicted]``."""
+                           labels: Sequence[str] = LABELS, weights: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics of integer class predictions; ``confusion[true][predicted]``.
+
+    ``weights``: one per row (e.g. to give a validation part another class mix, round 8); the
+    confusion matrix and supports are then weighted sums (floats), ``n`` stays the row count.
+    """
     y = np.asarray(y_true, dtype=np.int64).reshape(-1)
     p = np.asarray(y_pred, dtype=np.int64).reshape(-1)
     if len(y) != len(p) or len(y) == 0:
         raise ValueError(f"need as many predictions as labels (>0), got {len(p)} and {len(y)}")
     k = len(labels)
-    confusion = np.bincount(y * k + p, minlength=k * k).reshape(k, k)
+    confusion = np.bincount(y * k + p, weights=weights, minlength=k * k).reshape(k, k)
+    if weights is None:
+        confusion = confusion.astype(np.int64)
     tp = np.diag(confusion).astype(np.float64)
     support = confusion.sum(axis=1)
     predicted = confusion.sum(axis=0)
@@ -40,10 +46,10 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
     present = support > 0
     return {
         "n": int(len(y)),
-        "accuracy": float(tp.sum() / len(y)),
+        "accuracy": float(tp.sum() / confusion.sum()),
         "macro_f1": float(f1[present].mean()),
         "macro_recall": float(recall[present].mean()),
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                             "support": int(support[i])} for i, name in enumerate(labels)},
+                             "support": support[i].item()} for i, name in enumerate(labels)},
         "confusion": confusion.tolist(),
     }

@@ -28,6 +28,9 @@ one registered model can be evaluated on both test parts
   registered weights.
 * ``round7-validation``: round 7's rules on the held-out twin's runs: run 1, run 2 and
   their average, each with and without per-class offsets, scored on the validation parts.
+* ``round8-validation``: round 8's rules: A (``--twin``, round 1's run 1), B (``--twin``, the same with
+  ``--class-weight-power 1``) and their average, on the airline validation part weighted to the fit
+  rows' class mix (SemEval guard).
 * ``fast``: ``lepton train sentiment`` on both files' training parts, distilled
   from an accurate model: ``--teacher N``, or by default the newest registered
   accurate model (round 6, rule 2: distillation won on validation; ``--no-teacher``
@@ -154,11 +157,65 @@ def round7_validation(settings: Any, airline: Path, semeval: Path, run1: int, ru
             table[letter] = {"model": name, "offsets": None if shift is None else shift.tolist(), **figures,
                              "round7_score": round7_score(figures), "eligible": objective(figures) is not None}
             log(f"{letter} {name}{'' if shift is None else f' + offsets {shift.tolist()}'}: {json.dumps(table[letter])}")
-    best = max(v["round7_score"] for v in table.values() if v["eligible"])
-    winner = next(k for k, v in table.items() if v["eligible"] and v["round7_score"] >= best - ROUND7_MARGIN)
+    best, winner = cheapest_near_best(table, "round7_score", ROUND7_MARGIN)
     log(f"SemEval floor {floor}; best eligible score {best}; winner {winner} "
         f"(the cheapest eligible candidate within {ROUND7_MARGIN} of it)")
     return {"candidates": table, "semeval_floor": floor, "best": best, "winner": winner}
+
+
+def cheapest_near_best(table: dict[str, dict[str, Any]], key: str, margin: float) -> tuple[float, str]:
+    """The best eligible ``key`` of ``table`` (candidates in order of cost) and the first eligible
+    candidate within ``margin`` of it (rounds 7 and 8, rule 4)."""
+    best = max(v[key] for v in table.values() if v["eligible"])
+    return best, next(k for k, v in table.items() if v["eligible"] and v[key] >= best - margin)
+
+
+ROUND8_GUARD = 0.01  # round 8, rule 3: SemEval validation macro-recall may fall at most this much below A's
+ROUND8_MARGIN = 0.005  # rule 4
+
+
+def mix_weights(y_val: np.ndarray, y_ref: np.ndarray) -> np.ndarray:
+    """Round 8, rule 2: one weight per validation row, the reference share of its class over the
+    validation share, so that the weighted validation part has the reference rows' class mix."""
+    share_val = np.bincount(y_val, minlength=3) / len(y_val)
+    share_ref = np.bincount(y_ref, minlength=3) / len(y_ref)
+    return (np.divide(share_ref, share_val, out=np.zeros(3), where=share_val > 0))[y_val]
+
+
+def round8_validation(settings: Any, airline: Path, semeval: Path, run_a: int, run_b: int,
+                      log: Any = print) -> dict[str, Any]:
+    """Round 8, rules 1-4: A (``run_a``), B (``run_b``; held-out twins of ``recipes round1 --hold-out``,
+    registered in ``settings``) and C (their equal-weight average) on the validation parts, the airline
+    part weighted to the airline fit rows' class mix; score = weighted accuracy + weighted macro-F1;
+    SemEval guard; the cheapest eligible candidate within :data:`ROUND8_MARGIN` of the best wins."""
+    from .train import teacher_probabilities
+
+    parts = validation_parts(airline, semeval)
+    y_a, y_s = parts["airline_val"]["y"].to_numpy(), parts["semeval_val"]["y"].to_numpy()
+    weights = mix_weights(y_a, parts["airline_fit"]["y"].to_numpy())
+    val_a, val_s = parts["airline_val"]["text"].tolist(), parts["semeval_val"]["text"].tolist()
+    probs = {k: [teacher_probabilities(settings, v, t) for t in (val_a, val_s)] for k, v in (("A", run_a), ("B", run_b))}
+    probs["C"] = [(x + z) / 2 for x, z in zip(probs["A"], probs["B"])]
+    table: dict[str, Any] = {}
+    for name, (pa, ps) in probs.items():
+        plain, weighted = (classification_metrics(y_a, pa.argmax(1), weights=w) for w in (None, weights))
+        rs = classification_metrics(y_s, ps.argmax(1))
+        table[name] = {k: round(float(v), 4) for k, v in {
+            "airline_accuracy_weighted": weighted["accuracy"], "airline_macro_f1_weighted": weighted["macro_f1"],
+            "airline_accuracy": plain["accuracy"], "airline_macro_f1": plain["macro_f1"],
+            "airline_neutral_recall": plain["per_class"]["neutral"]["recall"],
+            "semeval_macro_recall": rs["macro_recall"], "semeval_accuracy": rs["accuracy"]}.items()}
+        table[name]["round8_score"] = round(weighted["accuracy"] + weighted["macro_f1"], 4)
+        table[name]["airline_confusion"] = plain["confusion"]
+    floor = round(table["A"]["semeval_macro_recall"] - ROUND8_GUARD, 4)
+    for name, row in table.items():
+        row["eligible"] = row["semeval_macro_recall"] >= floor
+        log(f"{name}: {json.dumps(row)}")
+    best, winner = cheapest_near_best(table, "round8_score", ROUND8_MARGIN)
+    log(f"SemEval floor {floor}; best eligible score {best}; winner {winner} "
+        f"(the cheapest eligible candidate within {ROUND8_MARGIN} of it)")
+    return {"candidates": table, "semeval_floor": floor, "best": best, "winner": winner,
+            "mix": (np.bincount(parts["airline_fit"]["y"].to_numpy(), minlength=3) / len(parts["airline_fit"])).round(4).tolist()}
 
 
 def accurate(settings: Any, airline: Path, semeval: Path, checkpoints: Path, promote: bool = False,
@@ -244,13 +301,16 @@ ROUND1_SEMEVAL_PER_RUN = 14_000
 
 
 def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, log: Any = print,
-           hold_out: bool = False, start_version: int | None = None) -> ModelMeta:
+           hold_out: bool = False, start_version: int | None = None, class_weight_power: float = 0.5,
+           runs: int = 2) -> ModelMeta:
     """Round 1's accurate recipe (``git show 42a2f32:models/sentiment/recipes.py``) on today's code.
 
     ``hold_out``: its held-out twin (round 7), the same recipe on the fit rows of
     :func:`validation_parts` only, so that its validation figures are out of sample.
     ``start_version``: a registered run 1 of this recipe (same rows); only run 2 is done,
     continuing from its weights (read back from its ONNX file).
+    ``class_weight_power``: the class weights of both runs (balanced ** power; 0.5 is round 1's,
+    1 fully balanced: round 8's candidate B). ``runs``: stop after the first ``runs`` runs (1 or 2).
     """
     from models.registry import ModelRegistry
 
@@ -263,26 +323,33 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
     else:
         a = training_part(read_labelled(airline), SEMEVAL_TEST)
         s = training_part(read_labelled(semeval), SEMEVAL_TEST)
-    runs = [AccurateConfig(epochs=1, lr=8e-5, head_lr=2e-3, freeze_layers=2, seed=0),
-            AccurateConfig(epochs=1, lr=4e-5, head_lr=5e-4, warmup=0.02, freeze_layers=2, seed=1)]
+    if runs not in (1, 2):
+        raise ValueError(f"round 1's recipe has runs 1 and 2, not {runs}")
+    if start_version is not None and runs == 1:
+        raise ValueError("--start-from N continues with run 2: runs must be 2")
+    plan = [AccurateConfig(epochs=1, lr=8e-5, head_lr=2e-3, freeze_layers=2, seed=0,
+                           class_weight_power=class_weight_power),
+            AccurateConfig(epochs=1, lr=4e-5, head_lr=5e-4, warmup=0.02, freeze_layers=2, seed=1,
+                           class_weight_power=class_weight_power)][:runs]
     model = encoder = None
     first = 0
     if start_version is not None:
         registry = ModelRegistry(settings.models_dir)
         done = registry.get("sentiment", start_version).training
         if done.get("recipe") != "models.sentiment.recipes.round1" or len(done.get("runs", [])) != 1 \
-                or bool(done.get("hold_out")) != hold_out:
+                or bool(done.get("hold_out")) != hold_out \
+                or done["runs"][0].get("class_weight_power", 0.5) != class_weight_power:
             raise ValueError(f"v{start_version} is not run 1 of this recipe on the same rows")
         model, first = classifier_from_onnx(registry.model_path("sentiment", start_version)).train(), 1
         log(f"continuing from v{start_version} (run 1)")
     started = time.time()
-    for i, cfg in enumerate(runs):
+    for i, cfg in enumerate(plan):
         if i < first:
             continue
         pick = np.sort(np.random.default_rng(i).choice(len(s), min(ROUND1_SEMEVAL_PER_RUN, len(s)), replace=False))
         texts = [*a["text"].tolist(), *s["text"].iloc[pick].tolist()]
         y = np.concatenate([a["y"].to_numpy(), s["y"].to_numpy()[pick]])
-        log(f"round 1 run {i + 1}/2: {len(texts)} texts")
+        log(f"round 1 run {i + 1}/2: {len(texts)} texts, class weights balanced ** {cfg.class_weight_power}")
 
         def progress(step: int, total: int, loss: float) -> None:
             if step % 100 == 0 or step == total:
@@ -292,7 +359,7 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
         rows = "training parts, validation rows held out" if hold_out else "training parts"
         training = {"source": f"{airline} + {semeval} ({rows})", "recipe": "models.sentiment.recipes.round1",
                     "hold_out": hold_out, "continued_from": start_version,
-                    "runs": [vars(c) for c in runs[:i + 1]], "semeval_per_epoch": ROUND1_SEMEVAL_PER_RUN,
+                    "runs": [vars(c) for c in plan[:i + 1]], "semeval_per_epoch": ROUND1_SEMEVAL_PER_RUN,
                     "train_part_only": True, "test_where": SEMEVAL_TEST, "kind": "accurate",
                     "seconds": round(time.time() - started, 1)}
         # each run is registered: the first run alone is a usable model if the second cannot finish
@@ -497,7 +564,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="the recipes behind the sentiment README's numbers")
     parser.add_argument("model", choices=("accurate", "round1", "fast", "fast-validation", "distil-validation",
-                                          "ensemble", "round7-validation"))
+                                          "ensemble", "round7-validation", "round8-validation"))
     parser.add_argument("--airline", type=Path, help="accurate, fast: the airline data set")
     parser.add_argument("--semeval", type=Path, help="accurate, fast: the SemEval data set")
     parser.add_argument("--teacher", type=int,
@@ -526,8 +593,13 @@ def main() -> None:
                         help="round1: the held-out twin (fit rows only, validation rows out; round 7)")
     parser.add_argument("--start-from", type=int,
                         help="round1: a registered run 1 of the recipe; only run 2 is done, from its weights")
+    parser.add_argument("--class-weight-power", type=float, default=0.5,
+                        help="round1: class weights = balanced ** power (0.5 round 1's, 1 fully balanced: round 8)")
+    parser.add_argument("--runs", type=int, default=2, choices=(1, 2),
+                        help="round1: stop after run 1 (1) or do both (2, the recipe)")
     parser.add_argument("--twin", type=int, action="append", default=[],
-                        help="round7-validation: the held-out twin's run 1 version, then (optionally) its run 2")
+                        help="round7-validation: the held-out twin's run 1 version, then (optionally) its run 2; "
+                             "round8-validation: A's twin, then B's")
     parser.add_argument("--log-offsets", type=float, nargs=3, metavar=("NEG", "NEU", "POS"),
                         help="ensemble: per-class log-space offsets applied to the mix (one --member allowed)")
     parser.add_argument("--promote", action="store_true")
@@ -550,6 +622,12 @@ def main() -> None:
                                            args.twin[1] if len(args.twin) > 1 else None,
                                            log=lambda line: print(line, flush=True))))
         return
+    elif args.model == "round8-validation":
+        if len(args.twin) != 2:
+            parser.error("round8-validation needs --twin A --twin B")
+        print(json.dumps(round8_validation(settings, args.airline, args.semeval, *args.twin,
+                                           log=lambda line: print(line, flush=True))))
+        return
     elif args.model == "distil-validation":
         if args.teacher is None:
             parser.error("distil-validation needs --teacher N")
@@ -558,7 +636,8 @@ def main() -> None:
         return
     elif args.model == "round1":
         meta = round1(settings, args.airline, args.semeval, promote=args.promote, hold_out=args.hold_out,
-                      start_version=args.start_from, log=lambda line: print(line, flush=True))
+                      start_version=args.start_from, class_weight_power=args.class_weight_power,
+                      runs=args.runs, log=lambda line: print(line, flush=True))
     elif args.model == "accurate" and args.refit_of is not None:
         meta = refit_accurate(settings, args.airline, args.semeval, args.refit_of,
                               promote=args.promote, log=lambda line: print(line, flush=True))

@@ -152,10 +152,7 @@ def test_round7_judges_six_candidates_on_the_twins_and_keeps_the_cheapest_near_t
     from models.sentiment.recipes import ROUND7_MARGIN, choose_offsets, round7_validation, validation_parts
 
     a, s = files
-    settings = Settings(home=tmp_path / "home")
-    common = {"test_where": "source=twitter-2016test", "train_part_only": True}
-    train_sentiment(settings, [a, s], epochs=1, **common)
-    train_sentiment(settings, [a, s], epochs=3, **common)
+    settings = _two_versions(a, s, tmp_path)
     out = round7_validation(settings, a, s, 1, 2, log=lambda line: None)
     table = out["candidates"]
     assert list(table) == list("ABCDEF") and table["A"]["eligible"] and table["A"]["offsets"] is None
@@ -173,3 +170,75 @@ def test_round7_judges_six_candidates_on_the_twins_and_keeps_the_cheapest_near_t
     p = np.full((len(parts["airline_val"]), 3), 1 / 3)
     q = np.full((len(parts["semeval_val"]), 3), 1 / 3)
     assert choose_offsets(parts, p, q, objective=lambda figures: None).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_weighted_metrics_give_the_validation_part_another_class_mix() -> None:
+    """Round 8, rule 2: rows weighted by reference share / validation share of their class."""
+    from models.sentiment.quality import classification_metrics
+    from models.sentiment.recipes import mix_weights
+
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2])
+    p = np.array([0, 0, 0, 0, 0, 1, 0, 1, 2, 0])
+    plain = classification_metrics(y, p)
+    assert classification_metrics(y, p, weights=np.ones(len(y)))["macro_f1"] == pytest.approx(plain["macro_f1"])
+    ref = np.array([0, 1, 2] * 5)  # a balanced reference mix
+    w = mix_weights(y, ref)
+    assert np.bincount(y, weights=w, minlength=3) / w.sum() == pytest.approx([1 / 3] * 3)
+    weighted = classification_metrics(y, p, weights=w)
+    # with a balanced mix, weighted accuracy is the mean recall; per-class recalls do not move
+    assert weighted["accuracy"] == pytest.approx(plain["macro_recall"])
+    assert weighted["macro_recall"] == pytest.approx(plain["macro_recall"])
+    assert weighted["n"] == len(y) and weighted["confusion"][0][0] == pytest.approx(5 * w[0])
+
+
+def test_round1_passes_its_class_weights_to_every_run_and_can_stop_after_run_1(files, tmp_path, monkeypatch) -> None:
+    from models.sentiment import recipes
+
+    a, s = files
+    given: list = []
+    monkeypatch.setattr("models.sentiment.accurate.train_accurate",
+                        lambda texts, y, cfg, start=None, progress=None: given.append(cfg) or (None, _Stub()))
+    monkeypatch.setattr("models.sentiment.train.register_model",
+                        lambda settings, kind, encoder, model, metrics, training, promote, check_texts:
+                        type("M", (), {"version": len(given), "training": training})())
+    settings = Settings(home=tmp_path / "home")
+    meta = recipes.round1(settings, a, s, hold_out=True, class_weight_power=1.0, runs=1, log=lambda line: None)
+    assert [c.class_weight_power for c in given] == [1.0] and meta.training["runs"][0]["class_weight_power"] == 1.0
+    recipes.round1(settings, a, s, log=lambda line: None)
+    assert [c.class_weight_power for c in given[1:]] == [0.5, 0.5]  # round 1's recipe unchanged by default
+    with pytest.raises(ValueError):
+        recipes.round1(settings, a, s, runs=3, log=lambda line: None)
+
+
+class _Stub:
+    def train(self):
+        return self
+
+
+def test_round8_judges_a_b_and_their_average_on_the_reweighted_part(files, tmp_path) -> None:
+    from models.sentiment.recipes import ROUND8_MARGIN, round8_validation
+
+    a, s = files
+    settings = _two_versions(a, s, tmp_path)
+    out = round8_validation(settings, a, s, 1, 2, log=lambda line: None)
+    table = out["candidates"]
+    assert list(table) == ["A", "B", "C"] and table["A"]["eligible"]
+    assert out["semeval_floor"] == pytest.approx(table["A"]["semeval_macro_recall"] - 0.01, abs=1e-4)
+    for row in table.values():
+        assert row["round8_score"] == pytest.approx(row["airline_accuracy_weighted"] + row["airline_macro_f1_weighted"],
+                                                    abs=2e-4)
+        assert row["eligible"] == (row["semeval_macro_recall"] >= out["semeval_floor"])
+    w, order = out["winner"], list(table)
+    assert table[w]["round8_score"] >= out["best"] - ROUND8_MARGIN
+    assert all(not table[k]["eligible"] or table[k]["round8_score"] < out["best"] - ROUND8_MARGIN
+               for k in order[:order.index(w)])
+    assert sum(out["mix"]) == pytest.approx(1, abs=1e-3)
+
+
+def _two_versions(a, s, tmp_path) -> Settings:
+    """Two fast models (v1: one epoch, v2: three) on both files' training parts: stand-ins for twins."""
+    settings = Settings(home=tmp_path / "home")
+    common = {"test_where": "source=twitter-2016test", "train_part_only": True}
+    train_sentiment(settings, [a, s], epochs=1, **common)
+    train_sentiment(settings, [a, s], epochs=3, **common)
+    return settings
