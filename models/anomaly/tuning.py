@@ -87,6 +87,18 @@ def inject(run: Series, rng: np.random.Generator, warmup: int, start: int = FAUL
     return Series(run.equipment_id, run.ts, x, run.sensors, labels, run.source + " (injected)")
 
 
+def injected(runs: Sequence[Series], rng: np.random.Generator, injections: int, warmup: int, max_sd: float,
+             kind: str = "shift") -> list[Series]:
+    """``injections`` faulted copies of each pseudo-run (run by run, in order), each its own equipment
+    (``<run>#<i>``: its own warm-up)."""
+    out = []
+    for r in runs:
+        for i in range(injections):
+            out.append(inject(r, rng, warmup, max_sd=max_sd, kind=kind))
+            out[-1].equipment_id = f"{r.equipment_id}#{i}"
+    return out
+
+
 def score_runs(runs: Sequence[Series], scorer: Any, config: AnomalyConfig, warmup: int,
                diagnosis: list[dict[str, np.ndarray]] | None = None) -> dict[str, float]:
     """Confusion counts over the runs' frames after warm-up; with ``diagnosis`` (a list), also one entry per
@@ -235,21 +247,14 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
     labelled_parts = normal_operation([s for s in series if not s.reference], train_frames=warmup)
     runs = pseudo_runs(reference)
     rng = np.random.default_rng(seed)
-    faulty = []
-    for r in runs:
-        for i in range(injections):  # each injection is its own equipment (its own warm-up)
-            faulty.append(inject(r, rng, warmup, max_sd=max_sd))
-            faulty[-1].equipment_id = f"{r.equipment_id}#{i}"
+    faulty = injected(runs, rng, injections, warmup, max_sd)
     half = warmup // 2
     drifting = part_runs(labelled_parts, rng, injections, half, max_sd)
     noisy: list[Series] = []
     noisy_parts: list[Series] = []
     if noise:
         noise_rng = np.random.default_rng([seed, 9])
-        for r in runs:
-            for i in range(injections):
-                noisy.append(inject(r, noise_rng, warmup, max_sd=max_sd, kind="noise"))
-                noisy[-1].equipment_id = f"{r.equipment_id}#{i}"
+        noisy = injected(runs, noise_rng, injections, warmup, max_sd, kind="noise")
         noisy_parts = part_runs(labelled_parts, noise_rng, injections, half, max_sd, kind="noise")
     fold_of = {r.equipment_id: i % folds for i, r in enumerate(runs)}
     fold_of.update({p.equipment_id: i % folds for i, p in enumerate(labelled_parts)})
