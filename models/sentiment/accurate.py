@@ -232,7 +232,8 @@ def _freeze(model, layers: int, embeddings: bool = True) -> None:
 def train_accurate(texts: Sequence[str], y: np.ndarray, config: AccurateConfig | None = None, *,
                    start: Any = None, progress: Callable[[int, int, float], None] | None = None,
                    epoch_rows: Sequence[np.ndarray] | None = None,
-                   on_epoch: Callable[[int, Any], None] | None = None):
+                   on_epoch: Callable[[int, Any], None] | None = None,
+                   row_weights: np.ndarray | None = None):
     """Fine-tune the classifier; returns ``(WordPieceEncoder, model in eval mode)``.
 
     ``start``: a classifier to continue from (default: fresh on the packaged
@@ -242,12 +243,17 @@ def train_accurate(texts: Sequence[str], y: np.ndarray, config: AccurateConfig |
     each time; the learning-rate schedule (warm-up, linear decay to 0) spans all of them.
     ``on_epoch(epoch, model)`` runs after each epoch with the model in eval mode
     (validation, checkpoints); training resumes afterwards.
+    ``row_weights``: one loss weight per row (round 9: class weights computed within each
+    source), used instead of ``config.class_weight_power``'s per-class weights; the batch loss is
+    the weighted mean, normalized as torch's per-class ``weight=`` (see :func:`weighted_loss`).
     """
     cfg = config or AccurateConfig()
     torch, nn, _ = _torch_modules()
     from .fast import class_weights
 
     y = np.asarray(y, dtype=np.int64)
+    if row_weights is not None and len(row_weights) != len(y):
+        raise ValueError(f"row_weights has {len(row_weights)} entries for {len(y)} rows")
     encoder = WordPieceEncoder.packaged(cfg.max_tokens)
     ids = encoder.encode(list(texts))
     lengths = (ids != 0).sum(1)
@@ -259,6 +265,7 @@ def train_accurate(texts: Sequence[str], y: np.ndarray, config: AccurateConfig |
             model = load_classifier() if start is None else start
             _freeze(model, cfg.freeze_layers, cfg.freeze_embeddings)
             weight = torch.tensor(class_weights(y) ** cfg.class_weight_power, dtype=torch.float32)
+            rw = None if row_weights is None else torch.tensor(np.asarray(row_weights), dtype=torch.float32)
             head = list(model.head.parameters())
             body = [p for n, p in model.named_parameters() if not n.startswith("head.") and p.requires_grad]
             opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
@@ -279,7 +286,9 @@ def train_accurate(texts: Sequence[str], y: np.ndarray, config: AccurateConfig |
                         g["lr"] = lr * scale
                     width = int(lengths[idx].max())
                     t = torch.from_numpy(idx)
-                    loss = nn.functional.cross_entropy(model.logits(xs[t, :width]), ys[t], weight=weight)
+                    logits = model.logits(xs[t, :width])
+                    loss = nn.functional.cross_entropy(logits, ys[t], weight=weight) if rw is None \
+                        else weighted_loss(logits, ys[t], rw[t])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -295,6 +304,17 @@ def train_accurate(texts: Sequence[str], y: np.ndarray, config: AccurateConfig |
     finally:
         torch.set_num_threads(threads)
     return encoder, model.eval()
+
+
+def weighted_loss(logits: Any, y: Any, w: Any) -> Any:
+    """Cross-entropy with one weight per row: ``sum(w * ce) / sum(w)``.
+
+    The same normalization as ``cross_entropy(weight=class_weights)`` (whose rows get
+    ``class_weights[y]``), so per-row weights equal to a class's weight reproduce it exactly.
+    """
+    _, nn, _ = _torch_modules()
+    ce = nn.functional.cross_entropy(logits, y, reduction="none")
+    return (w * ce).sum() / w.sum()
 
 
 def predict_accurate(encoder: WordPieceEncoder, model, texts: Sequence[str], batch: int = 128,

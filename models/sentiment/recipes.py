@@ -25,7 +25,8 @@ one registered model can be evaluated on both test parts
   is a usable model when there is no time for run 2).
   ``--hold-out``: its held-out twin (the fit rows only), whose validation figures
   judge the recipe's candidates (round 7); ``--start-from N``: run 2 only, from run 1's
-  registered weights.
+  registered weights. ``--airline-class-weight-power P``: the airline rows weighted by the class
+  weights of the airline rows alone (balanced ** P), the SemEval rows as usual (round 9).
 * ``round7-validation``: round 7's rules on the held-out twin's runs: run 1, run 2 and
   their average, each with and without per-class offsets, scored on the validation parts.
 * ``round8-validation``: round 8's rules: A (``--twin``, round 1's run 1), B (``--twin``, the same with
@@ -300,9 +301,25 @@ def register_accurate(settings: Any, parts: dict[str, pd.DataFrame], checkpoints
 ROUND1_SEMEVAL_PER_RUN = 14_000
 
 
+def source_row_weights(y: np.ndarray, n_airline: int, mix_power: float, airline_power: float) -> np.ndarray:
+    """Round 9: one loss weight per row of a mix whose first ``n_airline`` rows are airline messages.
+
+    Airline rows: the class weights of the airline rows alone, ``balanced ** airline_power`` (they
+    sum to about ``n_airline`` at power 1, so the airline part keeps its weight in the mix and only
+    its class mix is evened out); the other rows: the class weights of the whole mix ``** mix_power``
+    (what round 1's recipe gives every row).
+    """
+    from .fast import class_weights
+
+    y = np.asarray(y, dtype=np.int64)
+    w = (class_weights(y) ** mix_power)[y]
+    w[:n_airline] = (class_weights(y[:n_airline]) ** airline_power)[y[:n_airline]]
+    return w
+
+
 def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, log: Any = print,
            hold_out: bool = False, start_version: int | None = None, class_weight_power: float = 0.5,
-           runs: int = 2) -> ModelMeta:
+           runs: int = 2, airline_class_weight_power: float | None = None) -> ModelMeta:
     """Round 1's accurate recipe (``git show 42a2f32:models/sentiment/recipes.py``) on today's code.
 
     ``hold_out``: its held-out twin (round 7), the same recipe on the fit rows of
@@ -311,6 +328,9 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
     continuing from its weights (read back from its ONNX file).
     ``class_weight_power``: the class weights of both runs (balanced ** power; 0.5 is round 1's,
     1 fully balanced: round 8's candidate B). ``runs``: stop after the first ``runs`` runs (1 or 2).
+    ``airline_class_weight_power``: per-row weights instead (round 9's candidate B): the airline rows
+    get the class weights of the airline rows alone (balanced ** this power), the SemEval rows those
+    of the whole mix (balanced ** ``class_weight_power``); see :func:`source_row_weights`.
     """
     from models.registry import ModelRegistry
 
@@ -338,7 +358,8 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
         done = registry.get("sentiment", start_version).training
         if done.get("recipe") != "models.sentiment.recipes.round1" or len(done.get("runs", [])) != 1 \
                 or bool(done.get("hold_out")) != hold_out \
-                or done["runs"][0].get("class_weight_power", 0.5) != class_weight_power:
+                or done["runs"][0].get("class_weight_power", 0.5) != class_weight_power \
+                or done.get("airline_class_weight_power") != airline_class_weight_power:
             raise ValueError(f"v{start_version} is not run 1 of this recipe on the same rows")
         model, first = classifier_from_onnx(registry.model_path("sentiment", start_version)).train(), 1
         log(f"continuing from v{start_version} (run 1)")
@@ -349,16 +370,21 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
         pick = np.sort(np.random.default_rng(i).choice(len(s), min(ROUND1_SEMEVAL_PER_RUN, len(s)), replace=False))
         texts = [*a["text"].tolist(), *s["text"].iloc[pick].tolist()]
         y = np.concatenate([a["y"].to_numpy(), s["y"].to_numpy()[pick]])
-        log(f"round 1 run {i + 1}/2: {len(texts)} texts, class weights balanced ** {cfg.class_weight_power}")
+        weights = None if airline_class_weight_power is None else \
+            source_row_weights(y, len(a), cfg.class_weight_power, airline_class_weight_power)
+        log(f"round 1 run {i + 1}/2: {len(texts)} texts, class weights balanced ** {cfg.class_weight_power}"
+            + ("" if weights is None else f"; airline rows: their own mix's class weights ** "
+               f"{airline_class_weight_power} {np.unique(weights[:len(a)]).round(3).tolist()}"))
 
         def progress(step: int, total: int, loss: float) -> None:
             if step % 100 == 0 or step == total:
                 log(f"run {i + 1} step {step}/{total} loss {loss:.4f} ({time.time() - started:.0f} s)")
 
-        encoder, model = train_accurate(texts, y, cfg, start=model, progress=progress)
+        encoder, model = train_accurate(texts, y, cfg, start=model, progress=progress, row_weights=weights)
         rows = "training parts, validation rows held out" if hold_out else "training parts"
         training = {"source": f"{airline} + {semeval} ({rows})", "recipe": "models.sentiment.recipes.round1",
                     "hold_out": hold_out, "continued_from": start_version,
+                    "airline_class_weight_power": airline_class_weight_power,
                     "runs": [vars(c) for c in plan[:i + 1]], "semeval_per_epoch": ROUND1_SEMEVAL_PER_RUN,
                     "train_part_only": True, "test_where": SEMEVAL_TEST, "kind": "accurate",
                     "seconds": round(time.time() - started, 1)}
@@ -595,6 +621,9 @@ def main() -> None:
                         help="round1: a registered run 1 of the recipe; only run 2 is done, from its weights")
     parser.add_argument("--class-weight-power", type=float, default=0.5,
                         help="round1: class weights = balanced ** power (0.5 round 1's, 1 fully balanced: round 8)")
+    parser.add_argument("--airline-class-weight-power", type=float, default=None,
+                        help="round1: per-row weights, the airline rows weighted by their own class mix "
+                             "(balanced ** P), the SemEval rows as usual (round 9)")
     parser.add_argument("--runs", type=int, default=2, choices=(1, 2),
                         help="round1: stop after run 1 (1) or do both (2, the recipe)")
     parser.add_argument("--twin", type=int, action="append", default=[],
@@ -637,7 +666,8 @@ def main() -> None:
     elif args.model == "round1":
         meta = round1(settings, args.airline, args.semeval, promote=args.promote, hold_out=args.hold_out,
                       start_version=args.start_from, class_weight_power=args.class_weight_power,
-                      runs=args.runs, log=lambda line: print(line, flush=True))
+                      runs=args.runs, airline_class_weight_power=args.airline_class_weight_power,
+                      log=lambda line: print(line, flush=True))
     elif args.model == "accurate" and args.refit_of is not None:
         meta = refit_accurate(settings, args.airline, args.semeval, args.refit_of,
                               promote=args.promote, log=lambda line: print(line, flush=True))

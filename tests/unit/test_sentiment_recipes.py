@@ -197,7 +197,8 @@ def test_round1_passes_its_class_weights_to_every_run_and_can_stop_after_run_1(f
     a, s = files
     given: list = []
     monkeypatch.setattr("models.sentiment.accurate.train_accurate",
-                        lambda texts, y, cfg, start=None, progress=None: given.append(cfg) or (None, _Stub()))
+                        lambda texts, y, cfg, start=None, progress=None, row_weights=None:
+                        given.append(cfg) or (None, _Stub()))
     monkeypatch.setattr("models.sentiment.train.register_model",
                         lambda settings, kind, encoder, model, metrics, training, promote, check_texts:
                         type("M", (), {"version": len(given), "training": training})())
@@ -208,6 +209,45 @@ def test_round1_passes_its_class_weights_to_every_run_and_can_stop_after_run_1(f
     assert [c.class_weight_power for c in given[1:]] == [0.5, 0.5]  # round 1's recipe unchanged by default
     with pytest.raises(ValueError):
         recipes.round1(settings, a, s, runs=3, log=lambda line: None)
+
+
+def test_source_row_weights_balance_the_airline_rows_alone_and_keep_their_total() -> None:
+    """Round 9: the airline rows get their own mix's class weights, the others round 1's."""
+    from models.sentiment.fast import class_weights
+    from models.sentiment.recipes import source_row_weights
+
+    y_air = np.array([0] * 12 + [1] * 4 + [2] * 4)  # 60 / 20 / 20 %, like the airline part
+    y_sem = np.array([0] * 2 + [1] * 9 + [2] * 9)  # neutral-heavy, like SemEval
+    y = np.concatenate([y_air, y_sem])
+    w = source_row_weights(y, len(y_air), 0.5, 1.0)
+    per_class = np.bincount(y_air, weights=w[:len(y_air)], minlength=3)
+    assert per_class == pytest.approx([len(y_air) / 3] * 3)  # balanced within the airline rows
+    assert w[:len(y_air)].sum() == pytest.approx(len(y_air))  # the airline part's weight in the mix is kept
+    assert w[len(y_air):] == pytest.approx((class_weights(y) ** 0.5)[y_sem])  # round 1's
+    half = source_row_weights(y, len(y_air), 0.5, 0.5)
+    assert half[:len(y_air)] == pytest.approx((class_weights(y_air) ** 0.5)[y_air])
+
+
+def test_round1_passes_per_row_weights_only_when_asked(files, tmp_path, monkeypatch) -> None:
+    from models.sentiment import recipes
+
+    a, s = files
+    given: list = []
+    monkeypatch.setattr("models.sentiment.accurate.train_accurate",
+                        lambda texts, y, cfg, start=None, progress=None, row_weights=None:
+                        given.append((y, row_weights)) or (None, _Stub()))
+    monkeypatch.setattr("models.sentiment.train.register_model",
+                        lambda settings, kind, encoder, model, metrics, training, promote, check_texts:
+                        type("M", (), {"version": len(given), "training": training})())
+    settings = Settings(home=tmp_path / "home")
+    meta = recipes.round1(settings, a, s, hold_out=True, runs=1, airline_class_weight_power=1.0,
+                          log=lambda line: None)
+    (y, w), = given
+    assert w is not None and len(w) == len(y) and meta.training["airline_class_weight_power"] == 1.0
+    n_air = len(recipes.validation_parts(a, s)["airline_fit"])
+    assert w == pytest.approx(recipes.source_row_weights(y, n_air, 0.5, 1.0))
+    meta = recipes.round1(settings, a, s, hold_out=True, runs=1, log=lambda line: None)
+    assert given[1][1] is None and meta.training["airline_class_weight_power"] is None  # round 1 unchanged
 
 
 class _Stub:
