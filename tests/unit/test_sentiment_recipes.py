@@ -250,6 +250,32 @@ def test_round1_passes_per_row_weights_only_when_asked(files, tmp_path, monkeypa
     assert given[1][1] is None and meta.training["airline_class_weight_power"] is None  # round 1 unchanged
 
 
+def test_round1_draws_the_given_number_of_semeval_tweets_per_run(files, tmp_path, monkeypatch) -> None:
+    """Round 10: fewer SemEval tweets per run, every airline row kept: a larger airline share."""
+    from models.sentiment import recipes
+
+    a, s = files
+    given: list = []
+    monkeypatch.setattr("models.sentiment.accurate.train_accurate",
+                        lambda texts, y, cfg, start=None, progress=None, row_weights=None:
+                        given.append(list(texts)) or (None, _Stub()))
+    monkeypatch.setattr("models.sentiment.train.register_model",
+                        lambda settings, kind, encoder, model, metrics, training, promote, check_texts:
+                        type("M", (), {"version": len(given), "training": training})())
+    settings = Settings(home=tmp_path / "home")
+    parts = recipes.validation_parts(a, s)
+    n_air, n_sem = len(parts["airline_fit"]), len(parts["semeval_fit"])
+    meta = recipes.round1(settings, a, s, hold_out=True, runs=1, semeval_per_run=100, log=lambda line: None)
+    assert len(given[0]) == n_air + 100 and meta.training["semeval_per_epoch"] == 100
+    assert given[0][:n_air] == parts["airline_fit"]["text"].tolist()  # every airline row, first
+    assert set(given[0][n_air:]) <= set(parts["semeval_fit"]["text"])
+    meta = recipes.round1(settings, a, s, hold_out=True, runs=1, log=lambda line: None)  # round 1 unchanged
+    assert len(given[1]) == n_air + min(recipes.ROUND1_SEMEVAL_PER_RUN, n_sem)
+    assert meta.training["semeval_per_epoch"] == recipes.ROUND1_SEMEVAL_PER_RUN
+    with pytest.raises(ValueError):
+        recipes.round1(settings, a, s, runs=1, semeval_per_run=0, log=lambda line: None)
+
+
 class _Stub:
     def train(self):
         return self
