@@ -320,7 +320,7 @@ def source_row_weights(y: np.ndarray, n_airline: int, mix_power: float, airline_
 def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, log: Any = print,
            hold_out: bool = False, start_version: int | None = None, class_weight_power: float = 0.5,
            runs: int = 2, airline_class_weight_power: float | None = None,
-           semeval_per_run: int = ROUND1_SEMEVAL_PER_RUN) -> ModelMeta:
+           semeval_per_run: int = ROUND1_SEMEVAL_PER_RUN, airline_repeats: int = 1) -> ModelMeta:
     """Round 1's accurate recipe (``git show 42a2f32:models/sentiment/recipes.py``) on today's code.
 
     ``hold_out``: its held-out twin (round 7), the same recipe on the fit rows of
@@ -334,6 +334,8 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
     of the whole mix (balanced ** ``class_weight_power``); see :func:`source_row_weights`.
     ``semeval_per_run``: the SemEval tweets drawn for each run (round 1: 14,000; round 10's candidate B:
     7,000, a larger airline share of every run); every airline row is in every run either way.
+    ``airline_repeats``: each airline row appears this many times in every run (round 10's second
+    variant: 2, the same airline share as 7,000 tweets but with every SemEval tweet of round 1 kept).
     """
     from models.registry import ModelRegistry
 
@@ -348,6 +350,8 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
         s = training_part(read_labelled(semeval), SEMEVAL_TEST)
     if runs not in (1, 2):
         raise ValueError(f"round 1's recipe has runs 1 and 2, not {runs}")
+    if airline_repeats < 1 or (airline_repeats > 1 and airline_class_weight_power is not None):
+        raise ValueError(f"airline_repeats must be >= 1 (and 1 with per-row airline weights), not {airline_repeats}")
     if semeval_per_run < 1:
         raise ValueError(f"semeval_per_run must be positive, not {semeval_per_run}")
     if start_version is not None and runs == 1:
@@ -365,7 +369,8 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
                 or bool(done.get("hold_out")) != hold_out \
                 or done["runs"][0].get("class_weight_power", 0.5) != class_weight_power \
                 or done.get("airline_class_weight_power") != airline_class_weight_power \
-                or done.get("semeval_per_epoch", ROUND1_SEMEVAL_PER_RUN) != semeval_per_run:
+                or done.get("semeval_per_epoch", ROUND1_SEMEVAL_PER_RUN) != semeval_per_run \
+                or done.get("airline_repeats", 1) != airline_repeats:
             raise ValueError(f"v{start_version} is not run 1 of this recipe on the same rows")
         model, first = classifier_from_onnx(registry.model_path("sentiment", start_version)).train(), 1
         log(f"continuing from v{start_version} (run 1)")
@@ -374,8 +379,8 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
         if i < first:
             continue
         pick = np.sort(np.random.default_rng(i).choice(len(s), min(semeval_per_run, len(s)), replace=False))
-        texts = [*a["text"].tolist(), *s["text"].iloc[pick].tolist()]
-        y = np.concatenate([a["y"].to_numpy(), s["y"].to_numpy()[pick]])
+        texts = [*a["text"].tolist() * airline_repeats, *s["text"].iloc[pick].tolist()]
+        y = np.concatenate([np.tile(a["y"].to_numpy(), airline_repeats), s["y"].to_numpy()[pick]])
         weights = None if airline_class_weight_power is None else \
             source_row_weights(y, len(a), cfg.class_weight_power, airline_class_weight_power)
         log(f"round 1 run {i + 1}/2: {len(texts)} texts, class weights balanced ** {cfg.class_weight_power}"
@@ -392,6 +397,7 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
                     "hold_out": hold_out, "continued_from": start_version,
                     "airline_class_weight_power": airline_class_weight_power,
                     "runs": [vars(c) for c in plan[:i + 1]], "semeval_per_epoch": semeval_per_run,
+                    "airline_repeats": airline_repeats,
                     "train_part_only": True, "test_where": SEMEVAL_TEST, "kind": "accurate",
                     "seconds": round(time.time() - started, 1)}
         # each run is registered: the first run alone is a usable model if the second cannot finish
@@ -632,6 +638,8 @@ def main() -> None:
                              "(balanced ** P), the SemEval rows as usual (round 9)")
     parser.add_argument("--semeval-per-run", type=int, default=ROUND1_SEMEVAL_PER_RUN,
                         help="round1: SemEval tweets drawn for each run (14,000 round 1's; 7,000 round 10's B)")
+    parser.add_argument("--airline-repeats", type=int, default=1,
+                        help="round1: each airline row this many times per run (1 round 1's; 2 round 10's D)")
     parser.add_argument("--runs", type=int, default=2, choices=(1, 2),
                         help="round1: stop after run 1 (1) or do both (2, the recipe)")
     parser.add_argument("--twin", type=int, action="append", default=[],
@@ -675,7 +683,7 @@ def main() -> None:
         meta = round1(settings, args.airline, args.semeval, promote=args.promote, hold_out=args.hold_out,
                       start_version=args.start_from, class_weight_power=args.class_weight_power,
                       runs=args.runs, airline_class_weight_power=args.airline_class_weight_power,
-                      semeval_per_run=args.semeval_per_run, log=lambda line: print(line, flush=True))
+                      semeval_per_run=args.semeval_per_run, airline_repeats=args.airline_repeats, log=lambda line: print(line, flush=True))
     elif args.model == "accurate" and args.refit_of is not None:
         meta = refit_accurate(settings, args.airline, args.semeval, args.refit_of,
                               promote=args.promote, log=lambda line: print(line, flush=True))

@@ -274,6 +274,10 @@ def test_round1_draws_the_given_number_of_semeval_tweets_per_run(files, tmp_path
     assert meta.training["semeval_per_epoch"] == recipes.ROUND1_SEMEVAL_PER_RUN
     with pytest.raises(ValueError):
         recipes.round1(settings, a, s, runs=1, semeval_per_run=0, log=lambda line: None)
+    meta = recipes.round1(settings, a, s, hold_out=True, runs=1, airline_repeats=2, log=lambda line: None)
+    air = parts["airline_fit"]["text"].tolist()
+    assert given[2][:2 * n_air] == air + air and len(given[2]) == len(given[1]) + n_air  # airline rows twice
+    assert meta.training["airline_repeats"] == 2
 
 
 class _Stub:
