@@ -280,6 +280,41 @@ def test_round1_draws_the_given_number_of_semeval_tweets_per_run(files, tmp_path
     assert meta.training["airline_repeats"] == 2
 
 
+
+def test_round1_seed_is_run_1s_and_the_default_is_round_1s(files, tmp_path, monkeypatch) -> None:
+    """Round 11: --seed N changes run 1's seed only (recorded in the meta, checked by --start-from)."""
+    from dataclasses import replace
+
+    from models.sentiment import recipes
+    from models.sentiment.accurate import AccurateConfig
+
+    a, s = files
+    given: list = []
+    monkeypatch.setattr("models.sentiment.accurate.train_accurate",
+                        lambda texts, y, cfg, start=None, progress=None, row_weights=None:
+                        given.append((cfg, list(texts))) or (None, _Stub()))
+    monkeypatch.setattr("models.sentiment.train.register_model",
+                        lambda settings, kind, encoder, model, metrics, training, promote, check_texts:
+                        type("M", (), {"version": len(given), "training": training})())
+    settings = Settings(home=tmp_path / "home")
+    recipes.round1(settings, a, s, log=lambda line: None)
+    assert [c.seed for c, _ in given] == [0, 1]  # round 1's seeds by default, unchanged
+    assert given[0][0] == AccurateConfig(epochs=1, lr=8e-5, head_lr=2e-3, freeze_layers=2, seed=0)
+    meta = recipes.round1(settings, a, s, runs=1, seed=2, log=lambda line: None)
+    assert given[2][0].seed == 2 and meta.training["runs"][0]["seed"] == 2
+    assert given[2][1] == given[0][1]  # the same rows in the same order: only training randomness moves
+    assert replace(given[2][0], seed=0) == given[0][0]  # and nothing else in run 1's config
+    run1 = meta.training
+    monkeypatch.setattr("models.registry.ModelRegistry", lambda root: type("R", (), {
+        "get": lambda self, pipeline, version: type("M", (), {"training": run1})(),
+        "model_path": lambda self, pipeline, version: tmp_path / "model.onnx"})())
+    monkeypatch.setattr("models.sentiment.accurate.classifier_from_onnx", lambda path: _Stub())
+    with pytest.raises(ValueError):
+        recipes.round1(settings, a, s, start_version=3, log=lambda line: None)  # run 1 had seed 2, not 0
+    recipes.round1(settings, a, s, start_version=3, seed=2, log=lambda line: None)
+    assert given[3][0].seed == 1  # run 2 keeps round 1's seed
+
+
 class _Stub:
     def train(self):
         return self
