@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-ONSET_MODES = ("none", "keep", "relative_beyond", "relative")
+ONSET_MODES = ("none", "relative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +36,7 @@ class AnomalyConfig:
     adapt_frames: int = 500  # an equipment's baseline adapts once every this many of its frames (at fixed counts)
     adapt_gate: float = 3.0  # during an alert, sensors within +-adapt_gate sd keep following drift at the full rate (0: off)
     adapt_gate_onset: str = "relative"  # round 12: the gate also passes a sensor within +-gate of where it was before the alert (Baseline.adapt)
-    spread_rate_factor: float = 1.0  # round 14: the spread adapts this times the level's rate (1: as fast)
-    hold_above: float = 0.0  # round 14: a frame not under an alert with score ratio >= this teaches nothing (0: off)...
-    hold_frames: int = 0  # ...nor do the this many frames after it
     learn_delay_frames: int = 0  # frames teach the baseline this much later, unless an alert was raised meanwhile
-    dynamics_frames: int = 0  # > 0: per sensor also the mean |first difference| over this many frames (EWMA span; 0: off)
-    dynamics_sd_floor: float = 0.0  # a dynamics column's sd is at least this times its warm-up mean (0: off)
-    dynamics_release_frames: int = 0  # > 0: a dynamics column is the lower of its EWMA and one of this span (0: off)
-    dynamics_separate: bool = False  # the model's error: the larger of the levels' and the dynamics' RMS (not one RMS)
-    error_top_sensors: int = 0  # round 15: the model's error is the RMS of the this many largest contributions (0: all)
     learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
     clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
     default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one
@@ -73,20 +65,8 @@ class AnomalyConfig:
             raise ValueError("detector_calibration must be 'quantile', 'tail' or 'mad'")
         if self.calibration_holdout not in ("long", "mixed"):
             raise ValueError("calibration_holdout must be 'long' or 'mixed'")
-        if self.dynamics_frames < 0:
-            raise ValueError("dynamics_frames must be >= 0")
-        if self.dynamics_sd_floor < 0:
-            raise ValueError("dynamics_sd_floor must be >= 0")
-        if self.dynamics_release_frames < 0:
-            raise ValueError("dynamics_release_frames must be >= 0")
         if self.adapt_gate_onset not in ONSET_MODES:
             raise ValueError(f"adapt_gate_onset must be one of {ONSET_MODES}")
-        if not 0.0 < self.spread_rate_factor <= 1.0:
-            raise ValueError("spread_rate_factor must be within (0, 1]")
-        if self.hold_above < 0 or self.hold_frames < 0:
-            raise ValueError("hold_above and hold_frames must be >= 0")
-        if self.error_top_sensors < 0:
-            raise ValueError("error_top_sensors must be >= 0")
         if self.ensemble_members < 1:
             raise ValueError("ensemble_members must be >= 1")
 

@@ -54,43 +54,17 @@ from .state import AnomalyState, Episode, EquipmentState
 NAN = math.nan
 
 
-def model_error(contrib: np.ndarray, known: np.ndarray, n_sensors: int, separate: bool = False,
-                top: int = 0) -> np.ndarray:
-    """The model's error per frame: the RMS of the known columns' contributions; with ``separate`` (round 11)
-    and dynamics columns, the larger of the level columns' RMS and the dynamics columns' RMS.
+def model_error(contrib: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The model's error per frame: the RMS of the known sensors' contributions.
 
-    >>> c = np.array([[4.0, 0.0, 1.0, 1.0]])
-    >>> k = np.ones(4, dtype=bool)
-    >>> model_error(c, k, 2).round(3).tolist(), model_error(c, k, 2, separate=True).round(3).tolist()
-    ([1.225], [1.414])
-
-    ``top`` > 0 (round 15, ``error_top_sensors``): the RMS of each row's ``top`` largest contributions only (of each
-    part with ``separate``), so that a fault of one or two sensors is not averaged away by the quiet ones.
-
-    >>> model_error(c, k, 4, top=1).tolist(), model_error(c, k, 4, top=2).round(3).tolist()
-    ([2.0], [1.581])
+    >>> model_error(np.array([[4.0, 0.0, 1.0, 1.0]]), np.ones(4, dtype=bool)).round(3).tolist()
+    [1.225]
     """
     if not known.any():
         return np.zeros(len(contrib))
-    if not separate or contrib.shape[1] == n_sensors:
-        return _rms(contrib[:, known], top)
-    parts = [_rms(c[:, k], top) for c, k in ((contrib[:, :n_sensors], known[:n_sensors]),
-                                             (contrib[:, n_sensors:], known[n_sensors:])) if k.any()]
-    return np.maximum(*parts) if len(parts) == 2 else parts[0]
+    return np.sqrt(contrib[:, known].mean(axis=1))
 
 
-def _rms(c: np.ndarray, top: int = 0) -> np.ndarray:
-    """Per row: the RMS of all columns, or (``top`` > 0) of the ``top`` largest."""
-    if 0 < top < c.shape[1]:
-        c = np.partition(c, c.shape[1] - top, axis=1)[:, c.shape[1] - top:]
-    return np.sqrt(c.mean(axis=1))
-
-
-def _by_sensor(contrib: np.ndarray, n_sensors: int) -> np.ndarray:
-    """Contributions per sensor: a sensor's dynamics column (if any) counts for the sensor."""
-    if contrib.shape[1] == n_sensors:
-        return contrib
-    return contrib[:, :n_sensors] + contrib[:, n_sensors:]
 SCALE_BOUNDS = (1.0, 4.0)  # an equipment's threshold vs the model's: never more trigger-happy than validated
 
 
@@ -225,8 +199,7 @@ class AnomalyEngine:
         for (st, rows, step), contrib in zip(pending, contributions):
             d = step.deviations
             known = st.baseline.known
-            error = model_error(contrib, known, st.baseline.n_sensors, cfg.dynamics_separate,
-                                 cfg.error_top_sensors)
+            error = model_error(contrib, known)
             ratio = (1.0 - w) * error / (threshold * st.scale)
             if w and st.detector is not None:
                 ratio += w * np.maximum(st.detector.ratio(d), 0.0)
@@ -238,10 +211,7 @@ class AnomalyEngine:
             normal = (ratio < cfg.learn_below) & ~alert
             st.baseline.adapt(step.smoothed, normal, d, cfg.adapt_gate,
                               raised=any(kind == "raise" for _, kind in changes), delay=cfg.learn_delay_frames,
-                              block=cfg.adapt_frames, onset=cfg.adapt_gate_onset,
-                              held=(st.baseline.held_rows((ratio >= cfg.hold_above) & ~alert, cfg.hold_frames)
-                                    & ~alert if cfg.hold_above > 0 else None),
-                              spread_factor=cfg.spread_rate_factor)
+                              block=cfg.adapt_frames, onset=cfg.adapt_gate_onset)
             if st.detector is not None:
                 self.detector_updates += st.detector.learn(d[normal])
             row_ts = ts[rows]
@@ -253,13 +223,12 @@ class AnomalyEngine:
             out.calibrating[rows] = False
             out.detector_version[rows] = st.detector.windows if st.detector is not None else 0
             names = st.sensors
-            named = _by_sensor(contrib, len(names))
-            top = np.argsort(-named, axis=1)[:, :k].tolist()
+            top = np.argsort(-contrib, axis=1)[:, :k].tolist()
             sensors = out.sensors
             for j, t in zip(rows.tolist(), top):
                 sensors[j] = tuple(names[c] for c in t)
             if changes or alert.any():
-                self._episodes(st, rows, row_ts, ratio, alert, changes, named, d[:, :len(names)], out.events)
+                self._episodes(st, rows, row_ts, ratio, alert, changes, contrib, d, out.events)
 
     def _matrix(self, st: EquipmentState, readings: list[dict[str, float]]) -> np.ndarray:
         """Readings as a ``(frames, sensors)`` matrix in the equipment's sensor order (NaN = missing)."""
@@ -290,11 +259,11 @@ class AnomalyEngine:
 
     def _model_columns(self, st: EquipmentState, meta: Any) -> tuple[np.ndarray, np.ndarray]:
         """(equipment columns, model columns) of the sensors both know."""
-        key = (meta.version, id(meta), st.keys, st.baseline.dynamics)
+        key = (meta.version, id(meta), st.keys)
         cols = self._columns.get(key)
         if cols is None:
             pos = {name: i for i, name in enumerate(meta.features)}
-            pairs = [(j, pos[s]) for j, s in enumerate(st.features) if s in pos]
+            pairs = [(j, pos[s]) for j, s in enumerate(st.sensors) if s in pos]
             cols = (np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64))
             if len(self._columns) > 10_000:
                 self._columns.clear()
@@ -348,8 +317,7 @@ class AnomalyEngine:
         known = st.baseline.known
         if not known.any():
             return
-        error = model_error(contrib, known, st.baseline.n_sensors, self.config.dynamics_separate,
-                            self.config.error_top_sensors)
+        error = model_error(contrib, known)
         own = float(np.quantile(error, self.config.calibration_quantile))
         st.scale = float(np.clip(own / float(reference), *SCALE_BOUNDS))
 

@@ -46,9 +46,7 @@ from typing import Any
 import numpy as np
 
 _EXP_LIMIT = 200.0  # chunk the closed-form EWMA so that beta**-t stays below e**200
-DYN_CLIP = 3.0  # a frame's |first difference| counts up to this many warm-up sd in the dynamics columns
 ONSET_SPAN = 50  # round 12: a sensor's deviation before an alert = an EWMA of this span over the normal rows
-DYN_VAR_FLOOR = 0.01  # variance floor of a dynamics column (its sd: 0.1 warm-up sd of movement)
 
 
 def ewma(z: np.ndarray, u0: np.ndarray, alpha: float) -> np.ndarray:
@@ -89,17 +87,8 @@ class Baseline:
 
     def __init__(self, n_sensors: int, warmup: int = 400, smoothing: int = 10, halflife: float = 1000.0,
                  alert_factor: float = 0.5, clip: float = 20.0, spike_clip: float = 6.0,
-                 drift_allowance: float = 0.0, drift_lag: float = 0.0, min_halflife: float = 50.0,
-                 dynamics: int = 0, dynamics_sd_floor: float = 0.0, dynamics_release: int = 0) -> None:
+                 drift_allowance: float = 0.0, drift_lag: float = 0.0, min_halflife: float = 50.0) -> None:
         self.n_sensors = n_sensors
-        # dynamics > 0: one more column per sensor, an EWMA (span ``dynamics``) of |first difference| of z
-        self.dyn_alpha = 2.0 / (dynamics + 1.0) if dynamics > 0 else 0.0
-        # > 0: a dynamics column's sd is at least this times its warm-up mean (a 200-frame warm-up estimates the
-        # spread of a mean |first difference| poorly; its mean well)
-        self.dyn_sd_floor = dynamics_sd_floor
-        # > 0 (round 11): the dynamics column is the lower of its EWMA and a faster one (span ``dynamics_release``),
-        # so it falls back within a few frames once the movement stops instead of fading over its window
-        self.dyn_release_alpha = 2.0 / (dynamics_release + 1.0) if dynamics > 0 and dynamics_release > 0 else 0.0
         self.drift_allowance = drift_allowance
         self.drift_lag = drift_lag
         self.max_rate = 1.0 - 0.5 ** (1.0 / min_halflife)
@@ -117,31 +106,19 @@ class Baseline:
         self._reset_columns()
 
     def _reset_columns(self) -> None:
-        """Per-column state (before calibration): one column per sensor, two with dynamics (levels, then dynamics)."""
-        width = self.width
+        """Per-sensor state (before calibration)."""
+        width = self.n_sensors
         self.known = np.zeros(width, dtype=bool)  # had readings during warm-up
         self.u = np.zeros(width)
         self.base = np.zeros(width)
         self.var = np.ones(width)
-        self.z_last = np.zeros(self.n_sensors)  # the last standardized reading (first differences)
-        self.dyn_last = np.zeros((2, self.n_sensors))  # with a release: the last (slow, fast) EWMA of the moves
-
-    @property
-    def dynamics(self) -> bool:
-        return getattr(self, "dyn_alpha", 0.0) > 0.0
-
-    @property
-    def width(self) -> int:
-        """Columns of the deviations: the sensors' levels, then (with dynamics) their dynamics."""
-        return self.n_sensors * (2 if self.dynamics else 1)
 
     @classmethod
     def from_config(cls, n_sensors: int, warmup: int, config: Any) -> Baseline:
         """The baseline an :class:`~.config.AnomalyConfig` describes (the worker's and training's)."""
         return cls(n_sensors, warmup, config.smoothing_frames, config.baseline_halflife_frames,
                    config.alert_adapt_factor, config.clip, config.spike_clip, config.drift_allowance,
-                   config.drift_lag, config.drift_min_halflife_frames, getattr(config, "dynamics_frames", 0),
-                   getattr(config, "dynamics_sd_floor", 0.0), getattr(config, "dynamics_release_frames", 0))
+                   config.drift_lag, config.drift_min_halflife_frames)
 
     @property
     def calibrated(self) -> bool:
@@ -176,7 +153,7 @@ class Baseline:
         rest = x[start:]
         self.seen += len(rest)
         if len(rest) == 0:
-            empty = np.empty((0, self.width))
+            empty = np.empty((0, self.n_sensors))
             return Step(start, empty, empty, imputed, calibration)
         # Winsorized around the current normal level (not the warm-up's): a sensor followed as it drifts
         # keeps its full range for faults.
@@ -185,27 +162,8 @@ class Baseline:
         z = np.clip((rest - self.center) / self.scale, level - self.spike_clip, level + self.spike_clip)
         z = np.where(np.isnan(z), level, z)  # missing: "at the baseline"
         u = ewma(z, self.u[:n], self.alpha)
-        if self.dynamics:
-            u = np.hstack([u, self._dynamics(self._moves(z, self.z_last), None)])
-            self.z_last = z[-1].copy()
         self.u = u[-1].copy()
         return Step(start, self._deviation(u), u, imputed, calibration)
-
-    def _dynamics(self, moves: np.ndarray, start: np.ndarray | None) -> np.ndarray:
-        """The dynamics columns from the moves: their EWMA (span ``dynamics``) continued from the last frame (or
-        from ``start`` at calibration); with a release, the lower of it and a fast EWMA of the same moves."""
-        n = self.n_sensors
-        release = getattr(self, "dyn_release_alpha", 0.0)
-        if not release:
-            return ewma(moves, self.u[n:] if start is None else start, self.dyn_alpha)
-        slow0, fast0 = (self.dyn_last[0], self.dyn_last[1]) if start is None else (start, start)
-        slow, fast = ewma(moves, slow0, self.dyn_alpha), ewma(moves, fast0, release)
-        self.dyn_last = np.vstack([slow[-1], fast[-1]])
-        return np.minimum(slow, fast)
-
-    def _moves(self, z: np.ndarray, before: np.ndarray) -> np.ndarray:
-        """|first difference| of the standardized readings, clipped at DYN_CLIP sd (one spike weighs little)."""
-        return np.minimum(np.abs(np.diff(z, axis=0, prepend=before[None, :])), DYN_CLIP)
 
     def _deviation(self, u: np.ndarray) -> np.ndarray:
         d = (u - self.base) / np.sqrt(self.var)
@@ -233,17 +191,7 @@ class Baseline:
         u = ewma(z, z[0], self.alpha)
         # The variance of an EWMA of unit white noise is 1/smoothing: the floor for a smooth warm-up.
         floor = np.full(self.n_sensors, 1.0 / self.smoothing)
-        if self.dynamics:
-            moves = self._moves(z, z[0])
-            u = np.hstack([u, self._dynamics(moves, moves.mean(axis=0))])
-            self.known = np.concatenate([self.known, self.known])
-            floor = np.concatenate([floor, np.full(self.n_sensors, DYN_VAR_FLOOR)])
-            self.z_last = z[-1].copy()
         tail = u[self.burn_in:]
-        k = getattr(self, "dyn_sd_floor", 0.0)
-        if self.dynamics and k > 0:
-            n = self.n_sensors
-            floor[n:] = np.maximum(floor[n:], (k * tail[:, n:].mean(axis=0)) ** 2)
         self.var_floor = floor
         self.base = tail.mean(axis=0)
         self.var = np.maximum(tail.var(axis=0), floor)
@@ -271,8 +219,7 @@ class Baseline:
         self.base = np.where(trending, self.base + slope * t[-1], self.base)
 
     def adapt(self, smoothed: np.ndarray, normal: np.ndarray, deviations: np.ndarray | None = None,
-              gate: float = 0.0, raised: bool = False, delay: int = 0, block: int = 1, onset: str = "none",
-              held: np.ndarray | None = None, spread_factor: float = 1.0) -> None:
+              gate: float = 0.0, raised: bool = False, delay: int = 0, block: int = 1, onset: str = "none") -> None:
         """Follow slow drift: normal rows at the full rate, the others ``alert_factor`` times slower.
 
         The others move the level only: were they to widen the variance, a fault
@@ -283,25 +230,17 @@ class Baseline:
         faults is then where it would have been without the fault, and the
         alert can clear when the fault ends.
 
-        ``onset`` (round 12) judges a sensor also from ``ref``, its deviation
-        before the stretch of non-normal rows (an EWMA, span ``ONSET_SPAN``, of
-        its deviations in normal rows, so a fault's own ramp weighs little):
-        ``"keep"`` passes a sensor already beyond the gate then (``|ref| >= gate``:
-        drifting away before, not part of the fault); ``"relative_beyond"`` passes
-        such a sensor while within ``+-gate`` of ``ref``; ``"relative"`` passes any
-        sensor within ``+-gate`` of ``ref``. ``"none"``: the gate alone.
+        ``onset`` ``"relative"`` (round 12) also passes a sensor within ``+-gate``
+        of ``ref``, its deviation before the stretch of non-normal rows (an EWMA,
+        span ``ONSET_SPAN``, of its deviations in normal rows, so a fault's own
+        ramp weighs little): a sensor already drifting away before the alert is
+        not frozen by it. ``"none"``: the gate alone.
 
         Rows are queued and teach in blocks of ``block`` rows (the baseline moves
         at fixed frame counts, whatever the batching), ``delay`` rows late; if an
         alert is ``raised`` meanwhile, the queued rows count as the fault's onset
         (not normal): a fault building up under the threshold does not first
         widen the spread it is judged against.
-
-        Round 14: ``held`` rows teach nothing at all (no level, no spread, no
-        sensor passed by the gate): the engine holds back frames not under an
-        alert whose score is near the threshold (``hold_above``), e.g. a fault's
-        frames before its alert is raised. ``spread_factor`` < 1: the spread
-        adapts that many times slower than the level.
         """
         if len(smoothed) == 0:
             return
@@ -311,44 +250,27 @@ class Baseline:
         if gate > 0 and deviations is not None:
             quiet = np.abs(deviations) < gate
             if onset != "none":
-                quiet |= self._onset_quiet(deviations, normal, gate, onset)
+                quiet |= self._onset_quiet(deviations, normal, gate)
             rows = rows | quiet
-        taught = np.ones(len(smoothed), dtype=bool)  # rows that teach at all (round 14: not held back)
-        if held is not None:
-            taught = ~np.asarray(held, dtype=bool)
-            rows, quiet = rows & taught[:, None], quiet & taught[:, None]
         queue = getattr(self, "_queue", None)
         if queue is not None and queue[0].shape[1] == smoothed.shape[1]:
             smoothed = np.concatenate([queue[0], smoothed])
             rows = np.concatenate([queue[1], rows])
             quiet = np.concatenate([queue[2], quiet])
-            taught = np.concatenate([queue[3] if len(queue) > 3 else np.ones(len(queue[0]), dtype=bool), taught])
         if raised:
             rows = rows & quiet
         block = max(1, block)
         ready = max(0, len(smoothed) - delay) // block * block
-        self._queue = ((smoothed[ready:], rows[ready:], quiet[ready:], taught[ready:]) if ready < len(smoothed)
-                       else None)
+        self._queue = (smoothed[ready:], rows[ready:], quiet[ready:]) if ready < len(smoothed) else None
         for start in range(0, ready, block):
             u, r = smoothed[start:start + block], rows[start:start + block]
-            self._pull(u, r, self.rate, spread=True, spread_factor=spread_factor)
-            slow = ~r & taught[start:start + block, None]
+            self._pull(u, r, self.rate, spread=True)
+            slow = ~r
             if slow.any():
                 self._pull(u, slow, self.rate * self.alert_factor, spread=False)
 
-    def held_rows(self, hot: np.ndarray, frames: int) -> np.ndarray:
-        """Round 14: rows held back from teaching: a ``hot`` row (not under an alert, score near the threshold) and
-        the ``frames`` rows after it, carried over calls (so a fault whose score hovers around the hold level is
-        held as a whole, not taught by its quieter frames)."""
-        hot = np.asarray(hot, dtype=bool)
-        idx = np.arange(len(hot))
-        since = getattr(self, "hold_since", None)
-        last = np.maximum.accumulate(np.where(hot, idx, -1 - (frames + 1 if since is None else since)))
-        self.hold_since = int(len(hot) - 1 - last[-1]) if len(hot) else since
-        return idx - last <= frames
-
-    def _onset_quiet(self, d: np.ndarray, normal: np.ndarray, gate: float, onset: str) -> np.ndarray:
-        """Rows x columns the ``onset`` rule passes (see :meth:`adapt`). ``ref``: an EWMA (span ``ONSET_SPAN``) of
+    def _onset_quiet(self, d: np.ndarray, normal: np.ndarray, gate: float) -> np.ndarray:
+        """Rows x columns the ``"relative"`` onset rule passes (see :meth:`adapt`). ``ref``: an EWMA (span ``ONSET_SPAN``) of
         the deviations of normal rows, carried over calls, as of each row's last normal row."""
         ref0 = getattr(self, "onset_ref", None)
         if ref0 is None or len(ref0) != d.shape[1]:
@@ -362,16 +284,11 @@ class Baseline:
             self.onset_ref = level[-1].copy()
         else:
             ref = np.broadcast_to(ref0, d.shape)
-        beyond = np.abs(ref) >= gate
-        if onset == "keep":
-            return beyond
-        near = np.abs(d - ref) < gate
-        return near & beyond if onset == "relative_beyond" else near
+        return np.abs(d - ref) < gate
 
-    def _pull(self, u: np.ndarray, rows: np.ndarray, rate: float | np.ndarray, spread: bool,
-              spread_factor: float = 1.0) -> None:
-        """Per sensor, the ``k`` selected rows at ``rate`` pull the level (and spread, at ``spread_factor`` times
-        that rate) ``1 - (1 - rate)**k`` of the way toward their mean (and mean square deviation)."""
+    def _pull(self, u: np.ndarray, rows: np.ndarray, rate: float | np.ndarray, spread: bool) -> None:
+        """Per sensor, the ``k`` selected rows at ``rate`` pull the level (and spread)
+        ``1 - (1 - rate)**k`` of the way toward their mean (and mean square deviation)."""
         k = rows.sum(axis=0)
         if not k.any() or np.all(np.asarray(rate) <= 0):
             return
@@ -381,8 +298,7 @@ class Baseline:
             r2 = (np.minimum((u - self.base) ** 2, 9.0 * self.var) * rows).sum(axis=0) / n
             floor = getattr(self, "var_floor", None)
             floor = 1.0 / self.smoothing if floor is None else floor
-            ws = w if spread_factor == 1.0 else 1.0 - (1.0 - rate * spread_factor) ** k
-            self.var = np.where(k > 0, np.maximum(self.var + ws * (r2 - self.var), floor), self.var)
+            self.var = np.where(k > 0, np.maximum(self.var + w * (r2 - self.var), floor), self.var)
         mean = (u * rows).sum(axis=0) / n
         self.base = np.where(k > 0, self.base + w * (mean - self.base), self.base)
 

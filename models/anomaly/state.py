@@ -41,16 +41,6 @@ from .features import Baseline
 from .hysteresis import Hysteresis
 
 CHECKPOINT_VERSION = 1
-DYNAMICS_SUFFIX = "~moves"  # a sensor's dynamics column: the mean |first difference| of its readings
-
-
-def feature_names(sensors: list[str], dynamics: bool) -> list[str]:
-    """The model's input columns for these sensors.
-
-    >>> feature_names(["a", "b"], True)
-    ['a', 'b', 'a~moves', 'b~moves']
-    """
-    return list(sensors) + ([s + DYNAMICS_SUFFIX for s in sensors] if dynamics else [])
 MAX_EPISODES = 100
 
 
@@ -115,11 +105,6 @@ class EquipmentState:
     @property
     def calibrated(self) -> bool:
         return self.baseline.calibrated
-
-    @property
-    def features(self) -> list[str]:
-        """Names of the deviation columns: the sensors, then (``dynamics_frames`` > 0) their dynamics."""
-        return feature_names(self.sensors, self.baseline.dynamics)
 
     def add_sensor(self, name: str) -> bool:
         """Accept a new sensor during warm-up; after it, the sensor is ignored (returns False)."""

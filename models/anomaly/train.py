@@ -36,7 +36,6 @@ from .config import AnomalyConfig
 from .data import Series, load_series, normal_prefix, train_size
 from .engine import AnomalyEngine, model_error
 from .features import Baseline
-from .state import feature_names
 
 DEFAULT_EPOCHS = 30
 DEFAULT_TARGET_FAR = 0.125  # = the anomaly_target_far setting (round 8 of models/anomaly/README.md)
@@ -122,7 +121,7 @@ def deviations(seg: Series, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarr
         if len(step.deviations):
             rows.append(step.deviations)
             b.adapt(step.smoothed, np.ones(len(step.deviations), dtype=bool))
-    d = np.concatenate(rows) if rows else np.empty((0, b.width))
+    d = np.concatenate(rows) if rows else np.empty((0, b.n_sensors))
     keep = np.ones(len(d), dtype=bool)
     if seg.labels is not None:
         keep = ~seg.labels[len(seg) - len(d):]
@@ -200,10 +199,9 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
     segs = [s for s in segments(normal, config.warmup_frames) if len(s) >= 40]
     if not segs:
         raise ValueError("no normal operation to learn from: need series of at least 40 frames")
-    dynamics = config.dynamics_frames > 0
-    sensors: list[str] = []  # the model's input columns (sensors, then their dynamics columns)
+    sensors: list[str] = []  # the model's input columns
     for s in segs:
-        sensors.extend(x for x in feature_names(s.sensors, dynamics) if x not in sensors)
+        sensors.extend(x for x in s.sensors if x not in sensors)
     pos = {name: i for i, name in enumerate(sensors)}
     holdout = split_holdout(segs, config.warmup_frames, config.calibration_holdout)
     held = {id(s) for s in holdout}
@@ -212,7 +210,7 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
     for s in train_segs:
         d, keep = deviations(s, config)
         x = np.zeros((len(d), len(sensors)), dtype=np.float32)
-        x[:, [pos[c] for c in feature_names(s.sensors, dynamics)]] = d
+        x[:, [pos[c] for c in s.sensors]] = d
         n_warm = min(config.warmup_frames, len(s))
         warm_rows = n_warm - min(2 * config.smoothing_frames, n_warm // 2)
         rows.append(x[keep])
@@ -238,9 +236,6 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
         extra={"kind": "deviation-autoencoder", "ensemble_members": members,
                "error_threshold": config.default_threshold,
                "smoothing_frames": config.smoothing_frames, "warmup_frames": config.warmup_frames,
-               "dynamics_frames": config.dynamics_frames, "dynamics_sd_floor": config.dynamics_sd_floor,
-               "dynamics_release_frames": config.dynamics_release_frames,
-               "dynamics_separate": config.dynamics_separate,
                "features_module": "models.anomaly.features"},
     )
     scorer = _Scorer(onnx_bytes, meta)
@@ -252,8 +247,7 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
         warm = d[: n_warm - min(2 * config.smoothing_frames, n_warm // 2)]  # the in-sample warm-up rows
         st = engine.state.get_or_create(s.equipment_id, list(s.sensors), config)
         contrib = engine.contributions([(st, warm)], scorer)[0]
-        error = model_error(contrib, np.ones(contrib.shape[1], dtype=bool), len(s.sensors), config.dynamics_separate,
-                             config.error_top_sensors)
+        error = model_error(contrib, np.ones(contrib.shape[1], dtype=bool))
         warm_q.append(float(np.quantile(error, config.calibration_quantile)))
     reference = float(np.median(warm_q))
     scorer.meta = meta = meta.model_copy(update={"extra": {**meta.extra, "calibration_reference": reference}})

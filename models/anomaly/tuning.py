@@ -124,31 +124,19 @@ def score_runs(runs: Sequence[Series], scorer: Any, config: AnomalyConfig, warmu
 
 
 def _parts(engine: AnomalyEngine, eid: str, out: Any, scorer: Any) -> dict[str, np.ndarray]:
-    """A scored chunk of one equipment, frame by frame: the ratio, its model part, the model part with the
-    dynamics columns set to their normal contribution (1), and the dynamics columns' share of the model's
-    contributions (0 without dynamics). The detector's part is the rest (``ratio - model``; gain 1 here)."""
+    """A scored chunk of one equipment, frame by frame: the ratio and its model part. The detector's part is
+    the rest (``ratio - model``; gain 1 here)."""
     live = ~out.calibrating
     st = engine.state.get(eid)
     n = int(live.sum())
     d = st.recent.deviations[len(st.recent.deviations) - n:].astype(np.float64) if n else np.empty((0, 0))
     ratio = out.ratio[live]
     if not n:
-        return {"ratio": ratio, "model": ratio, "model_levels": ratio, "dyn_share": ratio}
+        return {"ratio": ratio, "model": ratio}
     contrib = engine.contributions([(st, d)], scorer)[0]
     known = st.baseline.known
     scale = (1.0 - engine.config.detector_weight) / (engine._threshold(scorer) * st.scale * st.gain)
-    k = st.baseline.n_sensors
-    model = model_error(contrib, known, k, engine.config.dynamics_separate, engine.config.error_top_sensors) * scale
-    levels, dyn = contrib[:, :k][:, known[:k]], contrib[:, k:][:, known[k:]]
-    separate = engine.config.dynamics_separate and dyn.shape[1] > 0
-    # with the dynamics columns at their normal contribution 1: one RMS over both, or (separate) max(levels' RMS, 1)
-    neutral = levels if separate else np.concatenate([levels, np.ones_like(dyn)], axis=1)
-    total = contrib[:, known].sum(axis=1)
-    share = dyn.sum(axis=1) / np.where(total > 0, total, 1.0)
-    levels_only = np.sqrt(neutral.mean(axis=1))
-    if separate:
-        levels_only = np.maximum(levels_only, 1.0)
-    return {"ratio": ratio, "model": model, "model_levels": levels_only * scale, "dyn_share": share}
+    return {"ratio": ratio, "model": model_error(contrib, known) * scale}
 
 
 def diagnose(entries: Sequence[dict[str, np.ndarray]], fault_start: int, fault_stop: int, prefix: str = "") -> dict:
@@ -156,16 +144,15 @@ def diagnose(entries: Sequence[dict[str, np.ndarray]], fault_start: int, fault_s
 
     ``fa``: false-alarm frames; ``fa_pre`` / ``fa_post50`` / ``fa_late``: of them, the share before the fault,
     within 50 frames after it, and later; ``fa_runs``: share of runs with any; ``fa_det``: mean share of the
-    ratio from the River detector; ``fa_dyn``: mean share of the model's contributions from dynamics columns;
-    ``fa_levels_over``: share whose model part alone is over 1 with the dynamics columns set to normal
-    (levels enough), ``fa_model_over``: with them as they are; ``fa_below``: share flagged while the frame's
-    own ratio is under 1 (alerts held by hysteresis); ``fa_post_*``: the same for those after the fault only;
+    ratio from the River detector; ``fa_model_over``: share whose model part alone is over 1; ``fa_below``: share
+    flagged while the frame's own ratio is under 1 (alerts held by hysteresis); ``fa_post_*``: the same for those
+    after the fault only;
     ``scale``: mean equipment threshold scale.
     Positions are frame indices after warm-up (``fault_start`` / ``fault_stop`` of the scored part).
     """
     fa = [(e, np.flatnonzero(e["flag"] & ~e["label"])) for e in entries]
     pos = np.concatenate([i for _, i in fa]) if fa else np.empty(0, int)
-    pick = {k: np.concatenate([e[k][i] for e, i in fa]) for k in ("ratio", "model", "model_levels", "dyn_share")}
+    pick = {k: np.concatenate([e[k][i] for e, i in fa]) for k in ("ratio", "model")}
     n = len(pos)
     safe = np.where(pick["ratio"] > 0, pick["ratio"], 1.0)
     out = {"fa": n, "fa_runs": round(float(np.mean([len(i) > 0 for _, i in fa])), 3) if fa else 0.0}
@@ -175,15 +162,11 @@ def diagnose(entries: Sequence[dict[str, np.ndarray]], fault_start: int, fault_s
             "fa_post50": round(float(np.mean((pos >= fault_stop) & (pos < fault_stop + 50))), 3),
             "fa_late": round(float(np.mean(pos >= fault_stop + 50)), 3),
             "fa_det": round(float(np.mean(np.clip((pick["ratio"] - pick["model"]) / safe, 0, 1))), 3),
-            "fa_dyn": round(float(np.mean(pick["dyn_share"])), 3),
             "fa_model_over": round(float(np.mean(pick["model"] >= 1)), 3),
-            "fa_levels_over": round(float(np.mean(pick["model_levels"] >= 1)), 3),
             "fa_below": round(float(np.mean(pick["ratio"] < 1)), 3)})
         post = pos >= fault_stop
         if post.any():  # the false alarms after the fault (an alert clearing late), on their own
-            out.update({"fa_post_dyn": round(float(np.mean(pick["dyn_share"][post])), 3),
-                        "fa_post_levels_over": round(float(np.mean(pick["model_levels"][post] >= 1)), 3),
-                        "fa_post_model_over": round(float(np.mean(pick["model"][post] >= 1)), 3)})
+            out.update({"fa_post_model_over": round(float(np.mean(pick["model"][post] >= 1)), 3)})
     out["scale"] = round(float(np.mean([e["scale"] for e in entries])), 3) if entries else 0.0
     return {f"{prefix}diag_{k}": v for k, v in out.items()}
 
@@ -264,9 +247,7 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
 
     results = []
     model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip",
-                              "dynamics_frames", "dynamics_sd_floor", "dynamics_release_frames", "dynamics_separate",
-                              "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout",
-                              "error_top_sensors")  # round 15: training computes the calibration reference with it
+                              "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout")
                   if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
     for model_values, model_seed in itertools.product(itertools.product(*(grid[k] for k in model_keys)), seeds):

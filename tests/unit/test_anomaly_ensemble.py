@@ -64,7 +64,7 @@ def test_fit_with_an_ensemble_scores_through_one_onnx_call() -> None:
     assert model.meta.extra["ensemble_members"] == 3
     assert len(model.details["loss"]) == 3 * 2  # every member's epochs were trained
     scorer = _Scorer(model.onnx_bytes, model.meta)
-    d = rng.normal(size=(20, len(model.meta.features))).astype(np.float32)  # sensors (and their dynamics)
+    d = rng.normal(size=(20, len(model.meta.features))).astype(np.float32)  # one column per sensor
     contributions = scorer.predict(d)
     assert contributions.shape == d.shape and np.isfinite(contributions).all()
     assert model.meta.extra["error_threshold"] > 0
