@@ -132,6 +132,7 @@ class Settings(BaseSettings):
     anomaly_adapt_gate: float = Field(3.0, ge=0, description="During an alert, sensors within +-this many sd of normal keep following drift at the full rate (0: off).")
     anomaly_adapt_gate_onset: Literal["none", "relative"] = Field("relative", description="During an alert, the gate also passes a sensor within +-gate of its deviation before the alert (an EWMA, span 50, over the normal frames) ('none': the gate alone). Round 12: 'relative'.")
     anomaly_learn_delay_frames: int = Field(0, ge=0, description="Frames teach an equipment's baseline this many frames later, and not as normal if an alert was raised meanwhile (its onset).")
+    anomaly_sensor_tail_quantile: float = Field(0.0, ge=0, lt=1, description="Training: each sensor's contribution is divided by its own q-quantile on held-out normal data (relative to the sensors' geometric mean), so that a heavy-tailed sensor does not set the threshold for the quiet ones (round 16; 0: off). Stored in the model.")
     anomaly_learn_below: float = Field(1.0, gt=0, le=1, description="Frames teach the normal spread and the River detector only under this score ratio (1 = threshold).")
     anomaly_clip: float = Field(20.0, gt=0, description="Standardized deviations are clipped to +-clip.")
     anomaly_default_threshold: float = Field(3.0, gt=0, description="RMS deviation threshold when the model has no calibrated one.")

@@ -290,6 +290,9 @@ class AnomalyEngine:
         y = np.asarray(scorer.predict(x), dtype=np.float64).reshape(total, -1)
         if self.on_inference is not None:
             self.on_inference(meta.version, time.perf_counter() - started)
+        tails = meta.extra.get("sensor_tails")
+        if tails:  # round 16: each sensor judged against its own normal tail (see .train.sensor_tails)
+            y /= np.asarray(tails, dtype=np.float64)
         for c, at, (_, d), (eq, mo) in zip(contrib, offsets, parts, cols):
             if len(mo):
                 c[:, eq] = y[at:at + len(d), mo]

@@ -108,9 +108,10 @@ def split_holdout(segs: Sequence[Series], warmup: int, mode: str = "long") -> li
     return held
 
 
-def deviations(seg: Series, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarray]:
+def deviations(seg: Series, config: AnomalyConfig, block: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """A normal segment's deviations as the worker computes them (warm-up rows in-sample), and a row mask
-    that drops frames labelled anomalous."""
+    that drops frames labelled anomalous. The baseline adapts every ``FEED_ROWS`` rows (training's way), or
+    with ``block`` > 1 in blocks of that many rows, as the engine does (every row normal)."""
     warm = min(config.warmup_frames, len(seg))
     b = Baseline.from_config(len(seg.sensors), warm, config)
     rows = []
@@ -120,7 +121,7 @@ def deviations(seg: Series, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarr
             rows.append(step.calibration)
         if len(step.deviations):
             rows.append(step.deviations)
-            b.adapt(step.smoothed, np.ones(len(step.deviations), dtype=bool))
+            b.adapt(step.smoothed, np.ones(len(step.deviations), dtype=bool), block=block)
     d = np.concatenate(rows) if rows else np.empty((0, b.n_sensors))
     keep = np.ones(len(d), dtype=bool)
     if seg.labels is not None:
@@ -191,6 +192,39 @@ def calibrate_threshold(holdout: Sequence[Series], scorer: Any, config: AnomalyC
     return best[0], best[1], n
 
 
+def sensor_tails(segs: Sequence[Series], scorer: Any, config: AnomalyConfig, q: float) -> list[float]:
+    """Per model input sensor, the ``q``-quantile of its contribution on normal segments after their warm-up (the
+    threshold calibration's: half a segment, at most ``warmup_frames``), divided by the quantiles' geometric mean.
+    The baseline adapts in blocks of ``adapt_frames`` as the engine's does (every row taken as normal), so the
+    tails are those the threshold is calibrated on, not training's (adapting every 50 rows follows drift sooner).
+
+    The autoencoder normalizes each sensor's error by its mean over training frames; on held-out normal data some
+    sensors (drifting temperatures, accelerometers) contribute far more and with far heavier tails than others, and
+    set the RMS threshold for all. Dividing by these tails judges each sensor against its own normal distribution.
+    """
+    names = list(scorer.meta.features)
+    found: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    engine = AnomalyEngine(config)
+    for s in segs:
+        warm = max(20, min(config.warmup_frames, len(s) // 2))
+        d, keep = deviations(s, config.with_(warmup_frames=warm), block=config.adapt_frames)
+        live = max(0, len(s) - warm)
+        d = d[len(d) - live:][keep[len(d) - live:]]
+        if not len(d):
+            continue
+        st = engine.state.get_or_create(s.equipment_id, list(s.sensors), config)
+        contrib = engine.contributions([(st, d)], scorer)[0]
+        for j, name in enumerate(s.sensors):
+            if name in found:
+                found[name].append(contrib[:, j])
+    tails = np.array([max(float(np.quantile(np.concatenate(v), q)), 1e-6) if v else np.nan for v in found.values()])
+    known = np.isfinite(tails)
+    if not known.any():
+        return [1.0] * len(names)
+    tails = np.where(known, tails / np.exp(np.log(tails[known]).mean()), 1.0)
+    return [round(float(t), 6) for t in tails]
+
+
 def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs: int | None = None, seed: int = 0,
         target_far: float = DEFAULT_TARGET_FAR, source: str = "", progress: bool = False) -> Fit:
     """Train on normal series and calibrate; the :class:`Fit` carries ONNX bytes and metadata."""
@@ -239,6 +273,10 @@ def fit(normal: Sequence[Series], config: AnomalyConfig | None = None, *, epochs
                "features_module": "models.anomaly.features"},
     )
     scorer = _Scorer(onnx_bytes, meta)
+    if config.sensor_tail_quantile > 0:  # round 16: before anything is calibrated with the contributions
+        tails = sensor_tails(holdout or train_segs, scorer, config, config.sensor_tail_quantile)
+        scorer.meta = meta = meta.model_copy(update={"extra": {**meta.extra, "sensor_tails": tails,
+                                                               "sensor_tail_quantile": config.sensor_tail_quantile}})
     # The reference each equipment compares its own warm-up with.
     engine = AnomalyEngine(config)
     for s in train_segs:

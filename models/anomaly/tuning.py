@@ -247,7 +247,8 @@ def run_grid(data: str, grid: dict[str, list[Any]], *, folds: int = 2, injection
 
     results = []
     model_keys = [k for k in ("smoothing_frames", "baseline_halflife_frames", "drift_allowance", "spike_clip",
-                              "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout")
+                              "drift_lag", "drift_min_halflife_frames", "ensemble_members", "calibration_holdout",
+                              "sensor_tail_quantile")  # round 16: training computes the tails
                   if k in grid]
     other_keys = [k for k in grid if k not in model_keys and k != "target_far"]
     for model_values, model_seed in itertools.product(itertools.product(*(grid[k] for k in model_keys)), seeds):
