@@ -37,7 +37,7 @@ class AnomalyConfig:
     adapt_gate: float = 3.0  # during an alert, sensors within +-adapt_gate sd keep following drift at the full rate (0: off)
     adapt_gate_onset: str = "relative"  # round 12: the gate also passes a sensor within +-gate of where it was before the alert (Baseline.adapt)
     learn_delay_frames: int = 0  # frames teach the baseline this much later, unless an alert was raised meanwhile
-    sensor_tail_quantile: float = 0.0  # round 16, training: each sensor's contribution is divided by its held-out q-quantile (0: off)
+    sensor_tail_quantile: float = 0.5  # round 16, training: each sensor's contribution is divided by its held-out q-quantile (0: off)
     learn_below: float = 1.0  # a frame teaches the normal spread and the River detector only under this ratio
     clip: float = 20.0  # standardized deviations are clipped to +-clip (a dead sensor cannot dominate forever)
     default_threshold: float = 3.0  # RMS deviation raising a flag when the model carries no calibrated one

@@ -26,8 +26,9 @@ def pumps(seed: int = 0, n: int = 8, frames: int = 600) -> list[Series]:
     return out
 
 
-def test_off_by_default_and_read_from_settings() -> None:
-    assert AnomalyConfig().sensor_tail_quantile == 0.0
+def test_the_median_by_default_and_read_from_settings() -> None:
+    assert AnomalyConfig().sensor_tail_quantile == 0.5  # round 16's default
+    assert AnomalyConfig.from_settings(Settings()).sensor_tail_quantile == 0.5
     assert AnomalyConfig.from_settings(Settings(anomaly_sensor_tail_quantile=0.9)).sensor_tail_quantile == 0.9
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError):
@@ -36,8 +37,8 @@ def test_off_by_default_and_read_from_settings() -> None:
 
 def test_fit_stores_tails_and_the_engine_divides_the_contributions_by_them() -> None:
     series = pumps()
-    off = fit(series, AnomalyConfig(warmup_frames=200), epochs=2)
-    assert "sensor_tails" not in off.meta.extra  # the defaults' model is unchanged
+    off = fit(series, AnomalyConfig(warmup_frames=200, sensor_tail_quantile=0.0), epochs=2)
+    assert "sensor_tails" not in off.meta.extra  # off: the model is as before round 16
     on = fit(series, AnomalyConfig(warmup_frames=200, sensor_tail_quantile=0.9), epochs=2)
     tails = np.array(on.meta.extra["sensor_tails"])
     assert on.meta.extra["sensor_tail_quantile"] == 0.9 and len(tails) == len(on.meta.features) == 4
