@@ -51,7 +51,7 @@ import orjson
 from models.fraud import logged
 from models.fraud.drift import DebouncedDrift
 from models.fraud.explain import explain
-from models.fraud.features import DAY, FEATURES, FeatureEngine, TerminalParts, time_scale
+from models.fraud.features import DAY, FEATURES, FeatureEngine, TerminalCache, TerminalParts, time_scale
 from models.fraud.online import OnlineFraudModel, Prequential
 
 from . import metrics
@@ -73,7 +73,7 @@ SUB = "\x1f"  # terminal sub-key separator (never in a validated id)
 CARD_SWEEP_PER_TX, TERMINAL_SWEEP_PER_TX, LOG_POPS_PER_TX, LOG_POPS_MIN = 1 / 4, 1 / 16, 4, 256
 LOG_COMPACT_MIN = 4096  # a log queue is compacted when over twice its live ids plus this
 _TS = struct.Struct("<d")  # a logged record starts with its transaction time
-SUBS_MAX = 500_000  # terminals whose sub-states are cached (references to the table's values)
+TERMINALS_CACHED_MAX = 100_000  # terminals decoded in the worker (~1.7 KB each with 4 label partitions)
 EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
 QUALITY_EVERY_S = 15.0  # rolling AUCs (~50 ms each: a pass over 20,000 labels) exported at most this often
 
@@ -174,22 +174,23 @@ class _LogQueue:
 
     def expire(self, table: Any, partition: int, horizon: float, budget: int) -> int:
         """Delete (pending) the head's records logged before ``horizon``, popping at most ``budget`` ids."""
-        chunks, get, unpack = self.chunks, table.get, _TS.unpack_from
+        chunks, unpack = self.chunks, _TS.unpack_from
         dead: list[str] = []
         reached = False
         while chunks and budget > 0 and not reached:
             chunk, start = chunks[0], self.head
-            i, end = start, min(len(chunk), start + budget)
-            while i < end:
-                key = chunk[i]
-                value = get(key)
-                if value is not None:
-                    if unpack(value)[0] >= horizon:
-                        reached = True
-                        break
-                    if table.partition_of(key) in (partition, None):  # None: written by this batch
-                        dead.append(key)
-                i += 1
+            end = min(len(chunk), start + budget)
+            i = end
+            ids = chunk[start:end]
+            values = table.get_many(ids)  # most are gone already (their label came): read in bulk
+            for j in compress(range(len(ids)), map(is_not, values, repeat(None))):
+                key, value = ids[j], values[j]
+                if unpack(value)[0] >= horizon:
+                    reached = True
+                    i = start + j
+                    break
+                if table.partition_of(key) in (partition, None):  # None: written by this batch
+                    dead.append(key)
             budget -= i - start
             self.size -= i - start
             if i == len(chunk):
@@ -234,10 +235,9 @@ class _ReadThrough(MutableMapping[str, bytes]):
 class _SubKeys(MutableMapping[str, bytes]):
     """``terminal -> state`` over the table's ``terminal\\x1f<partition>`` keys of one partition."""
 
-    def __init__(self, table: MutableMapping[str, bytes], partition: int,
-                 cache: dict[str, dict[int, bytes]] | None = None) -> None:
+    def __init__(self, table: MutableMapping[str, bytes], partition: int, cache: TerminalCache | None = None) -> None:
         self.table, self.suffix = table, f"{SUB}{partition}"
-        self.partition, self.cache = partition, cache if cache is not None else {}
+        self.partition, self.cache = partition, cache
 
     def __getitem__(self, key: str) -> bytes:
         return self.table[key + self.suffix]
@@ -250,18 +250,18 @@ class _SubKeys(MutableMapping[str, bytes]):
         return self.table.get_many([key + suffix for key in keys])
 
     def update_many(self, items: Mapping[str, bytes]) -> None:
-        suffix, cache, partition = self.suffix, self.cache, self.partition
+        suffix, cache = self.suffix, self.cache
         self.table.update_many({key + suffix: value for key, value in items.items()})
-        for key, value in items.items():
-            if (subs := cache.get(key)) is not None:
-                subs[partition] = value
+        if cache is not None and len(cache):
+            cache.store(self.partition, list(items), list(items.values()))
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self.update_many({key: value})
 
     def __delitem__(self, key: str) -> None:
         del self.table[key + self.suffix]
-        self.cache.pop(key, None)
+        if self.cache is not None:
+            self.cache.discard(key)
 
     def __iter__(self) -> Iterator[str]:
         raise NotImplementedError("not iterable: the engine only reads and writes keys")
@@ -291,11 +291,11 @@ class FraudPipeline(Pipeline):
         self.terminals: Any = MemoryTable()
         self.clock: dict[int, float] = {}  # partition -> feature time (latest transaction ts seen, scaled)
         self.last_offset: dict[int, int] = {}  # partition -> offset of the latest transaction scored
-        # terminal -> {partition: sub-state}: the table's sub-keys as read once, then kept up to date
-        # by this worker's label writes (the only writer of its partitions' sub-keys) and expiry;
+        # Terminals' sub-states decoded (TerminalCache): the table's sub-keys as read once, then kept up to
+        # date by this worker's label writes (the only writer of its partitions' sub-keys) and expiry;
         # dropped entirely when partitions move (recovery writes sub-keys behind our back)
-        self._subs: dict[str, dict[int, bytes]] = {}
-        self._logs: dict[int, _LogQueue] = {}  # partition -> its logged ids in order (dropped like _subs)
+        self._tcache: TerminalCache | None = None
+        self._logs: dict[int, _LogQueue] = {}  # partition -> its logged ids in order (dropped like _tcache)
         self.checkpoint_path = self.settings.state_dir / "fraud" / "online.pkl"
         self.online = self._load_online()
         self.champion_quality = Prequential()
@@ -416,7 +416,7 @@ class FraudPipeline(Pipeline):
         cards = [e.card for e in events]
         merchants = [e.merchant for e in events]
         engine = self.engine(int(meta.extra.get("label_delay_days", 7)))
-        terminals = self._terminal_view(merchants)
+        terminals = self._terminal_view(merchants, engine)
 
         # Inputs at or below the partition's applied offset were counted before a crash:
         # score them against the state (read only), count only the others.
@@ -503,21 +503,34 @@ class FraudPipeline(Pipeline):
                 results[index.get(p, 0)] += records
         return results
 
-    def _terminal_view(self, merchants: Sequence[str]) -> TerminalParts:
-        """The batch's terminals, each with the sub-states the label partitions wrote (the features
-        merge them: :class:`~models.fraud.features.TerminalParts`)."""
-        subs = self._subs
-        if len(subs) > SUBS_MAX:
-            subs.clear()
-        batch = set(merchants)
-        unread = [m for m in batch if m not in subs]
+    def _terminal_cache(self, engine: FeatureEngine) -> TerminalCache:
+        days = engine.terminal_keep_days + 10  # a sub-state spans at most terminal_keep_days + 1 days
+        cache = self._tcache
+        if cache is None or cache.days != days:
+            cache = self._tcache = TerminalCache(days=days, parts=self.partitions)
+        return cache
+
+    def _terminal_view(self, merchants: Sequence[str], engine: FeatureEngine) -> TerminalCache | TerminalParts:
+        """The batch's terminals, each with the sub-states the label partitions wrote, decoded once and
+        kept (the features merge them: :class:`~models.fraud.features.TerminalCache`)."""
+        cache = self._terminal_cache(engine)
+        unread = set(merchants).difference(cache.rows)
         if unread:
+            if len(cache) + len(unread) > TERMINALS_CACHED_MAX:
+                cache.clear()
+                unread = set(merchants)
+            keys = list(unread)
             per = self.partitions
             suffixes = [f"{SUB}{q}" for q in range(per)]
-            values = self.terminals.get_many([m + s for m in unread for s in suffixes])
-            for i, m in enumerate(unread):
-                subs[m] = {q: v for q, v in enumerate(values[i * per:(i + 1) * per]) if v is not None}
-        return TerminalParts({m: tuple(parts.values()) for m in batch if (parts := subs[m])})
+            values = self.terminals.get_many([m + s for m in keys for s in suffixes])
+            cache.load(keys, [{q: v for q, v in enumerate(values[i * per:(i + 1) * per]) if v is not None}
+                              for i in range(len(keys))])
+        if cache.wide and not cache.wide.isdisjoint(merchants):  # (never written so by the engine) the bytes
+            get = self.terminals.get
+            groups = {m: tuple(v for q in cache.order(m) if (v := get(f"{m}{SUB}{q}")) is not None)
+                      for m in set(merchants)}
+            return TerminalParts({m: g for m, g in groups.items() if g})
+        return cache
 
     def _expire(self, partition: int, clock: float, engine: FeatureEngine, n: int) -> None:
         """Drop, a slice per batch, logged records past retention and cards/terminals no feature needs."""
@@ -540,8 +553,8 @@ class FraudPipeline(Pipeline):
         """A terminal sub-key past expiry; its terminal's cached states go with it."""
         if not engine.terminal_expired(value, clock):
             return False
-        terminal = key.rpartition(SUB)[0]
-        self._subs.pop(terminal, None)
+        if self._tcache is not None:
+            self._tcache.discard(key.rpartition(SUB)[0])
         return True
 
     def _explain(self, scorer: Any, X: np.ndarray, extra: dict) -> list[list[dict]]:
@@ -591,9 +604,6 @@ class FraudPipeline(Pipeline):
     def process_labels(self, raws: Sequence[bytes | None], partition: int, now: float) -> list[Output]:
         """Join a batch of labels to their logged records, apply them, learn; returns the outputs
         (state changelogs, drift alerts) to emit to ``partition`` before the labels are committed."""
-        ids: list[str] = []
-        ys: list[bool] = []
-        recs: list[bytes] = []
         missing = invalid = 0
         parsed: list[tuple[str, bool]] = []
         for raw in raws:
@@ -602,17 +612,16 @@ class FraudPipeline(Pipeline):
             except InvalidRecord as exc:
                 invalid += 1
                 log.debug("fraud: bad label dropped (%s)", exc)
-        taken: set[str] = set()
-        for (tx_id, y), rec in zip(parsed, self.scored.get_many([tx_id for tx_id, _ in parsed])):
-            # None: expired, never scored here, or already applied (a re-delivered label)
-            if rec is None or tx_id in taken:
-                missing += 1
-                continue
-            taken.add(tx_id)
-            ids.append(tx_id)
-            ys.append(y)
-            recs.append(rec)
-        self.scored.update_many(dict.fromkeys(ids))  # deleted: a label applies once
+        # Taken out of the log as they are read: a label applies once. None: expired, never scored
+        # here, already applied (a re-delivered label) or a repeat within this batch.
+        found = self.scored.pop_many([tx_id for tx_id, _ in parsed])
+        if None in found:
+            keep = list(map(is_not, found, repeat(None)))
+            missing = len(found) - sum(keep)
+            parsed = list(compress(parsed, keep))
+            found = list(compress(found, keep))
+        recs = found
+        ys = [y for _, y in parsed]
         if missing:
             self._labels["missing"].inc(missing)
         if invalid:
@@ -626,7 +635,7 @@ class FraudPipeline(Pipeline):
             scale = time_scale(meta)
             clock = self.clock.get(partition) or max(self.clock.values(), default=0.0) or now * scale
             delay = int(meta.extra.get("label_delay_days", 7)) if meta is not None else 7
-            self.engine(delay).apply_labels(self.cards, _SubKeys(self.terminals, partition, self._subs), rec.card,
+            self.engine(delay).apply_labels(self.cards, _SubKeys(self.terminals, partition, self._tcache), rec.card,
                                             rec.merchant, rec.ts, y, label_ts=clock)
             known = ~np.isnan(rec.online_score)
             learnt = self.online.learn(rec.X, y, rec.online_score if known.all() else None)
@@ -705,7 +714,8 @@ class FraudPipeline(Pipeline):
         app.agent(feedback, name="lepton.fraud_labels")(fraud_labels)
 
         async def forget_merged(*_: Any, **__: Any) -> None:
-            self._subs.clear()
+            if self._tcache is not None:
+                self._tcache.clear()
             self._logs.clear()  # recovery may have restored logged records: queues start again from the table
 
         self._forget_merged = forget_merged  # a signal holds its receivers weakly

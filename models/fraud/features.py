@@ -51,6 +51,7 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping, Sequence
 import itertools
 import struct
+from itertools import compress, repeat
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -441,7 +442,15 @@ class FeatureEngine:
         self._cards.write(states, keys, headers, buckets, bucket_key)
 
     def _terminal(self, X: np.ndarray, ts: np.ndarray, day: np.ndarray, frac: np.ndarray,
-                  merchant: Sequence[str], states: Mapping[str, State]) -> None:
+                  merchant: Sequence[str], states: Mapping[str, State] | TerminalCache) -> None:
+        if isinstance(states, TerminalCache):
+            if states.wide and not states.wide.isdisjoint(merchant):
+                raise ValueError("a terminal of this batch has a part too wide for the cache: pass its states")
+            rows = np.fromiter(map(states.rows.__getitem__, merchant), np.int64, len(merchant))
+            heads, counts, P = states._windows(rows, day - self.delay, _TERMINAL_SHIFTS[:, 0])
+            lf, ll, ss, sc = _merge_headers(heads)
+            self._terminal_features(X, ts, frac, counts[0], counts[1:], P, lf, ll, ss, sc, np.arange(len(ts)))
+            return
         codes, keys = _factorize(merchant)
         if isinstance(states, TerminalParts):  # P parts per terminal (padded with empty ones), merged here
             get = states.get
@@ -460,11 +469,19 @@ class FeatureEngine:
         np.cumsum(old[:, 1:], axis=0, out=prefix[1:])
         # Each transaction's window in each part of its terminal, added up over the parts.
         end = (codes[:, None] * P + np.arange(P)).ravel() * _BIG + np.repeat(day - self.delay, P)
-        edge = np.repeat(1.0 - frac, P)[:, None]
         upto = prefix[np.searchsorted(comp_old, end, side="right")]
         # Every window's two ends in one search (as for cards).
         at = prefix[np.searchsorted(comp_old, (end - _TERMINAL_SHIFTS).ravel(), side="right")]
         at = at.reshape(len(_TERMINAL_SHIFTS), len(end), 2)
+        self._terminal_features(X, ts, frac, upto, at, P, lf, ll, ss, sc, codes)
+
+    @staticmethod
+    def _terminal_features(X: np.ndarray, ts: np.ndarray, frac: np.ndarray, upto: np.ndarray, at: np.ndarray,
+                           P: int, lf: np.ndarray, ll: np.ndarray, ss: np.ndarray, sc: np.ndarray,
+                           codes: np.ndarray) -> None:
+        """The terminal columns from label counts up to each transaction's delayed day (``upto``, per transaction
+        and part) and up to the days before each window (``at``), and the merged headers (indexed by ``codes``)."""
+        edge = np.repeat(1.0 - frac, P)[:, None]
         nw = len(TERMINAL_WINDOWS)
         wins = upto - at[:nw] + edge * (at[:nw] - at[nw:])
         for w, win in zip(TERMINAL_WINDOWS, wins):
@@ -577,6 +594,160 @@ class TerminalParts(dict):
     are merged on the fly: the features of :func:`merge_terminal_states`' state,
     without writing a merged state per terminal (the worker's scoring path).
     """
+
+
+class TerminalCache:
+    """Terminals' label sub-states decoded once, kept as per-day cumulative counts (the worker's scoring path).
+
+    :class:`TerminalParts` decodes every part of every terminal of a batch from its bytes at every
+    batch (about 1 KB per transaction with 4 label partitions) and searches the windows' ends in
+    them. This cache decodes a part when it is first read and when its label partition rewrites
+    it (:meth:`store`), into a row of cumulative label and fraud counts over ``days`` days from the
+    part's first bucket, so a batch's windows are read by index. Window counts are whole numbers,
+    so every count read here equals the one the bytes give, to the last bit, and the features
+    equal those of :class:`TerminalParts` with the parts in the same order: a terminal's parts
+    are kept in the order they were added (``load``, then new ones at the end), as there.
+
+    A part whose buckets span more than ``days`` days (never written by :meth:`FeatureEngine.apply_labels`,
+    which keeps ``label_delay_days + 32``) makes its terminal ``wide``: its batches take the bytes.
+
+    >>> eng = FeatureEngine(label_delay_days=7)
+    >>> a, b = {}, {}
+    >>> eng.apply_labels({}, a, ["c"], ["t"], [0.0], [True], label_ts=7 * DAY)
+    >>> eng.apply_labels({}, b, ["d"], ["t"], [3600.0], [False], label_ts=7 * DAY)
+    >>> cache = TerminalCache(days=48)
+    >>> cache.load(["t"], [{0: a["t"]}]); cache.store(1, ["t", "u"], [b["t"], b"x"])  # "u" is not cached
+    >>> X = eng.transform([8 * DAY], ["z"], ["t"], [5.0], {}, cache)
+    >>> Y = eng.transform([8 * DAY], ["z"], ["t"], [5.0], {}, TerminalParts(t=(a["t"], b["t"])))
+    >>> X.tobytes() == Y.tobytes(), float(X[0, FEATURES.index("terminal_count_1d")])
+    (True, 2.0)
+    """
+
+    def __init__(self, days: int = 48, parts: int = 1) -> None:
+        self.days = int(days)
+        self.rows: dict[Any, int] = {}  # terminal -> row
+        self._free: list[int] = []
+        self.wide: set[Any] = set()  # terminals with a part too wide for the rows
+        self._alloc(0, max(1, parts), max(1, parts))
+
+    def _alloc(self, rows: int, slots: int, ids: int) -> None:
+        """Arrays for ``rows`` rows of ``slots`` slots and ``ids`` part ids, the current contents copied in."""
+        head = np.zeros((rows, slots, len(TERMINAL_LAYOUT.header)))
+        base = np.zeros((rows, slots), dtype=np.int64)
+        cum = np.zeros((rows, slots, self.days + 1, 2), dtype=np.float32)  # whole numbers < 2**24: exact
+        used = np.zeros(rows, dtype=np.int64)  # slots taken (the first ones)
+        slot_of = np.full((rows, ids), -1, dtype=np.int64)  # part id -> slot (-1: none)
+        if hasattr(self, "head"):
+            r, q = self.head.shape[:2]
+            head[:r, :q], base[:r, :q], cum[:r, :q], used[:r] = self.head, self.base, self.cum, self.used
+            slot_of[:r, :self.slot_of.shape[1]] = self.slot_of
+        self.head, self.base, self.cum, self.used, self.slot_of = head, base, cum, used, slot_of
+
+    def _grow(self, rows: int = 0, slots: int = 0, ids: int = 0) -> None:
+        r, q, i = len(self.head), self.head.shape[1], self.slot_of.shape[1]
+        if rows > r or slots > q or ids > i:
+            self._alloc(max(rows, 2 * r) if rows > r else r, max(slots, q), max(ids, i))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.rows
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self._free.clear()
+        self.wide.clear()
+        _, q, i = len(self.head), self.head.shape[1], self.slot_of.shape[1]
+        del self.head
+        self._alloc(0, q, i)
+
+    def discard(self, key: Any) -> None:
+        """Forget ``key`` (expired): its row is reused."""
+        row = self.rows.pop(key, None)
+        if row is not None:
+            self.head[row], self.base[row], self.cum[row], self.used[row], self.slot_of[row] = 0.0, 0, 0.0, 0, -1
+            self._free.append(row)
+            self.wide.discard(key)
+
+    def order(self, key: Any) -> list[int]:
+        """``key``'s part ids in slot order."""
+        ids = self.slot_of[self.rows[key]]
+        return [int(q) for q in np.argsort(ids, kind="stable") if ids[q] >= 0]
+
+    def load(self, keys: Sequence[Any], parts: Sequence[Mapping[int, bytes]]) -> None:
+        """Cache ``keys`` (not cached yet) with their parts (part id -> state, in the order to keep)."""
+        rows = []
+        top = len(self.rows) + len(self._free)  # rows in use or free: the next new row
+        for key in keys:
+            row = self._free.pop() if self._free else top
+            top += row == top
+            self.rows[key] = row
+            rows.append(row)
+        sizes = np.fromiter(map(len, parts), np.int64, len(parts))
+        ids = np.fromiter((q for group in parts for q in group), np.int64, int(sizes.sum()))
+        self._grow(rows=top, slots=int(sizes.max(initial=0)), ids=int(ids.max(initial=-1)) + 1)
+        r = np.asarray(rows, dtype=np.int64)
+        self.used[r] = sizes
+        r = np.repeat(r, sizes)
+        slot = np.arange(len(r)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # each row's parts in order
+        self.slot_of[r, ids] = slot
+        self._decode(r, slot, [v for group in parts for v in group.values()])
+
+    def store(self, part: int, keys: Sequence[Any], states: Sequence[bytes]) -> None:
+        """Part ``part`` of ``keys`` rewritten with ``states``: the cached keys take them (others are read when needed)."""
+        rows = np.fromiter(map(self.rows.get, keys, repeat(-1)), np.int64, len(keys))
+        cached = rows >= 0
+        if not cached.any():
+            return
+        if not cached.all():
+            rows, states = rows[cached], list(compress(states, cached))
+        self._grow(ids=part + 1)
+        slot = self.slot_of[rows, part]
+        new = slot < 0
+        if new.any():  # a part not seen for this terminal yet: the next slot
+            slot[new] = self.used[rows[new]]
+            self.used[rows[new]] += 1
+            self.slot_of[rows[new], part] = slot[new]
+            self._grow(slots=int(slot.max()) + 1)
+        self._decode(rows, slot, states)
+
+    def _decode(self, r: np.ndarray, k: np.ndarray, states: Sequence[bytes]) -> None:
+        """Each state into its row ``r`` and slot ``k``."""
+        if not len(states):
+            return
+        headers, buckets, key = _Store(TERMINAL_LAYOUT, "bytes").gather_values(list(states))
+        self.head[r, k] = headers
+        first = np.zeros(len(states), dtype=np.int64)
+        counts = np.bincount(key, minlength=len(states))
+        has = counts > 0
+        starts = np.cumsum(counts) - counts
+        first[has] = buckets[starts[has], 0].astype(np.int64)
+        self.base[r, k] = first
+        offset = buckets[:, 0].astype(np.int64) - first[key]
+        grid = np.zeros((len(states), self.days, 2), dtype=np.float64)
+        fits = (offset >= 0) & (offset < self.days)
+        fits[1:] &= (key[1:] != key[:-1]) | (offset[1:] > offset[:-1])  # one bucket a day, in order
+        grid[key[fits], offset[fits]] = buckets[fits, 1:]
+        cum = np.zeros((len(states), self.days + 1, 2), dtype=np.float64)
+        np.cumsum(grid, axis=1, out=cum[:, 1:])
+        self.cum[r, k] = cum
+        if not fits.all():  # (buckets out of order or too wide: the bytes are read for this terminal)
+            bad = set(r[np.unique(key[~fits])].tolist())
+            self.wide.update(key_ for key_, row in self.rows.items() if row in bad)
+
+    def _windows(self, rows: np.ndarray, ends: np.ndarray, shifts: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Per transaction and part (slots ``0..P-1``, ``P`` the most any of ``rows`` uses): headers ``(n, P, 4)``
+        and counts up to each day ``ends - shift`` (``(1 + len(shifts), n * P, 2)``, first for shift 0)."""
+        P = max(1, int(self.used[rows].max(initial=0)))
+        slots, width = self.cum.shape[1], self.days + 1
+        base = self.base[rows, :P]
+        days = ends[None, :] - np.concatenate(([0], shifts))[:, None]  # (S, n)
+        index = _clip(days[:, :, None] - base[None, :, :] + 1, 0, self.days)  # (S, n, P)
+        index += ((rows * slots)[:, None] + np.arange(P)) * width  # into the rows' flat runs of counts
+        counts = self.cum.reshape(-1, 2).take(index.ravel(), axis=0)
+        return self.head[rows, :P], counts.reshape(len(days), len(rows) * P, 2).astype(np.float64), P
 
 
 def _merge_headers(heads: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

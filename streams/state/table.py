@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from itertools import compress, repeat
-from operator import is_
+from operator import is_, is_not
 from typing import Any
 
 import faust
@@ -60,7 +60,8 @@ def _consume(iterator: Iterator[Any]) -> None:
 
 
 class BatchTable(MutableMapping[str, bytes]):
-    """Dict-like view of a Faust table; writes are collected and flushed as outputs."""
+    """Dict-like view of a Faust table; writes go to the store at once, their changelog records
+    are collected and returned by :meth:`flush`."""
 
     def __init__(self, app: faust.App, name: str, *, partitions: int, global_: bool = False,
                  help: str = "") -> None:
@@ -71,8 +72,11 @@ class BatchTable(MutableMapping[str, bytes]):
                               compacting=True, deleting=False, acks=False, internal=True)
         self.table = factory(name, key_type=str, partitions=partitions, help=help, changelog_topic=changelog)
         self.table.lepton_bulk = self  # the batch transport restores its changelog in bulk (restore)
-        self._pending: dict[str, bytes | None] = {}
+        # Writes since the last flush, one mapping per call, in order (already in the store): a key's
+        # last write is its changelog record. Keeping the callers' mappings costs nothing per key.
+        self._written: list[Mapping[str, bytes | None]] = []
         self._sweeps: dict[int, list[str]] = {}  # partition -> keys still to check in the current pass
+        self._dict: dict[str, bytes] | None = None
 
     @property
     def _store(self) -> MutableMapping[Any, Any]:
@@ -92,41 +96,29 @@ class BatchTable(MutableMapping[str, bytes]):
         """The stored keys written from (or recovered for) ``partition``: one pass over every key."""
         return [k for k, p in list(self._partitions.items()) if p == partition]
 
-    # -- reads see pending writes ------------------------------------------------------------
+    @property
+    def _raw(self) -> dict[str, bytes]:
+        """The memory store's own dict (created once with the store, kept for its life)."""
+        raw = self._dict
+        if raw is None:
+            store = self.table.data
+            raw = self._dict = getattr(store, "data", store)
+        return raw
+
+    # -- reads: the store, which holds this batch's writes already -------------------------
     def __getitem__(self, key: str) -> bytes:
-        if key in self._pending:
-            value = self._pending[key]
-            if value is None:
-                raise KeyError(key)
-            return value
         return self._raw[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         """No exception for an absent key (the expiry and join paths look up many): a dict ``get``."""
-        pending = self._pending
-        if key in pending:
-            value = pending[key]
-            return default if value is None else value
         return self._raw.get(key, default)
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         """Values of ``keys`` (None: absent), straight from the store's dict: the bulk read path."""
-        pending, data = self._pending, self._raw
-        if pending:
-            return [pending[k] if k in pending else data.get(k) for k in keys]
-        return list(map(data.get, keys))
-
-    @property
-    def _raw(self) -> Mapping[str, bytes]:
-        store = self.table.data
-        return getattr(store, "data", store)  # the memory store's own dict
+        return list(map(self._raw.get, keys))
 
     def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except KeyError:
-            return False
-        return True
+        return key in self._raw
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._store)
@@ -134,39 +126,76 @@ class BatchTable(MutableMapping[str, bytes]):
     def __len__(self) -> int:
         return len(self._store)
 
-    # -- writes are collected ------------------------------------------------------------------
+    # -- writes: applied now, their changelog records collected ------------------------------
     def __setitem__(self, key: str, value: bytes) -> None:
-        self._pending[key] = value
+        self.update_many({key: value})
 
     def __delitem__(self, key: str) -> None:
-        self._pending[key] = None
+        self.update_many({key: None})
 
     def update_many(self, items: Mapping[str, bytes | None]) -> None:
-        self._pending.update(items)
+        """Write ``items`` (a ``None`` value deletes its key). The mapping is kept until the
+        next flush (its changelog records): pass a fresh one and do not change it afterwards."""
+        if not items:
+            return
+        raw = self._raw
+        if None in items.values():  # deletes (tombstones): out of the store, not into it
+            kept = {k: v for k, v in items.items() if v is not None}
+            raw.update(kept)
+            _consume(map(raw.pop, compress(items, map(is_, items.values(), repeat(None))), repeat(None)))
+        else:
+            raw.update(items)
+        self._written.append(items)
+
+    def pop_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Delete ``keys`` and return their values (None: absent, or a repeat of an earlier key):
+        a read and a delete in one pass. The deleted keys' tombstones leave with the next flush."""
+        values = list(map(self._raw.pop, keys, repeat(None)))
+        found = list(compress(keys, map(is_not, values, repeat(None))))
+        if found:
+            self._written.append(dict.fromkeys(found))
+        return values
+
+    def _pending(self) -> dict[str, bytes | None]:
+        """The writes since the last flush, each key's last, as one mapping; forgotten here."""
+        written = self._written
+        self._written = []
+        if len(written) == 1:
+            return dict(written[0]) if type(written[0]) is not dict else written[0]  # type: ignore[return-value]
+        # Into the largest (ours since update_many): earlier writes only where no later one went.
+        big = max(range(len(written)), key=lambda i: len(written[i]))
+        merged = written[big] if type(written[big]) is dict else dict(written[big])
+        for items in reversed(written[:big]):
+            for key, value in items.items():
+                if key not in merged:
+                    merged[key] = value
+        for items in written[big + 1:]:
+            merged.update(items)
+        return merged  # type: ignore[return-value]
 
     def flush(self, partition: int | None = None) -> list[Output]:
-        """Apply the pending writes to the store; return their changelog records.
+        """The changelog records of the writes since the last flush (each key's last write).
 
         ``partition`` is the input partition that caused the writes: the
         records must be emitted to it (the agent's ``Emitter.enqueue(...,
         partition)`` does), and the keys are remembered as that partition's.
         """
-        pending = self._pending
-        if not pending:
+        if not self._written:
             return []
+        pending = self._pending()
         records = outputs(self.table.changelog_topic.get_topic_name(), map(str.encode, pending), pending.values())
-        # Straight into the memory store's dict (what its __setitem__ does, without the per-key calls);
-        # every loop below runs in C.
-        raw, where = self._raw, self._partitions
-        deleted = list(compress(pending, map(is_, pending.values(), repeat(None))))
-        raw.update(pending)  # type: ignore[attr-defined]
         if partition is not None:
-            where.update(dict.fromkeys(pending, partition))
-        if deleted:
-            _consume(map(raw.__delitem__, deleted))  # type: ignore[attr-defined]
-            _consume(map(where.pop, deleted, repeat(None)))
-        pending.clear()
+            self._place(pending, repeat(partition))
         return records
+
+    def _place(self, pending: Mapping[str, bytes | None], parts: Iterable[int]) -> None:
+        """Remember the written keys' partitions; deleted keys are forgotten (every loop in C)."""
+        where = self._partitions
+        deleted = list(compress(pending, map(is_, pending.values(), repeat(None))))
+        if len(deleted) < len(pending):
+            where.update(zip(pending, parts))
+        if deleted:
+            _consume(map(where.pop, deleted, repeat(None)))
 
     def flush_split(self, owner: Mapping[str, int], default: int) -> dict[int, list[Output]]:
         """:meth:`flush` for writes caused by several partitions' inputs: partition → its records.
@@ -175,21 +204,19 @@ class BatchTable(MutableMapping[str, bytes]):
         it), else the partition that holds it already (an expiry's tombstone), else
         ``default``.
         """
-        pending = self._pending
-        if not pending:
+        if not self._written:
             return {}
+        pending = self._pending()
         where = self._partitions
         parts = list(map(owner.get, pending))
         if None in parts:
             parts = [p if p is not None else where.get(k, default) for k, p in zip(pending, parts)]
-        split: dict[int, list[Output]] = {}
-        items = list(pending.items())
-        for p in set(parts):
-            self._pending = dict(compress(items, map(p.__eq__, parts)))
-            split[p] = self.flush(p)
-        self._pending = pending
-        pending.clear()
-        return split
+        records = outputs(self.table.changelog_topic.get_topic_name(), map(str.encode, pending), pending.values())
+        self._place(pending, parts)
+        distinct = set(parts)
+        if len(distinct) == 1:
+            return {parts[0]: records}
+        return {p: list(compress(records, map(p.__eq__, parts))) for p in distinct}
 
     def restore(self, partition: int, records: Sequence[Any]) -> None:
         """Apply changelog records (transport records: ``key``, ``value``) read back from ``partition``.
@@ -218,15 +245,16 @@ class BatchTable(MutableMapping[str, bytes]):
         todo = self._sweeps.get(partition)
         if not todo:
             todo = self._sweeps[partition] = self.keys_of(partition)
-        deleted = 0
-        data, pending, where = self._raw, self._pending, self._partitions
+        dead: list[str] = []
+        data, where = self._raw, self._partitions
         for _ in range(min(budget, len(todo))):
             key = todo.pop()
-            value = pending[key] if key in pending else data.get(key)
+            value = data.get(key)
             if value is not None and where.get(key) == partition and expired(key, value):
-                del self[key]
-                deleted += 1
-        return deleted
+                dead.append(key)
+        if dead:
+            self.update_many(dict.fromkeys(dead))
+        return len(dead)
 
 
 class MemoryTable(dict):
@@ -263,6 +291,11 @@ class MemoryTable(dict):
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         get = self.get
         return [get(k) for k in keys]
+
+    def pop_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        values = list(map(self.pop, keys, repeat(None)))
+        _consume(map(self._where.pop, compress(keys, map(is_not, values, repeat(None))), repeat(None)))
+        return values
 
     def flush(self, partition: int | None = None) -> list[Output]:
         if partition is not None:

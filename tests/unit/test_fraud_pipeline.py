@@ -14,6 +14,7 @@ from models.fraud.features import (
     DAY,
     FEATURES,
     FeatureEngine,
+    TerminalCache,
     TerminalParts,
     merge_terminal_groups,
     merge_terminal_states,
@@ -237,10 +238,65 @@ def test_cached_terminal_states_follow_the_table(home: Path, tmp_path: Path) -> 
                 raws = [json.dumps({"id": i, "is_fraud": bool(rng.random() < 0.3)}).encode() for i in ids[q::3]]
                 p.process_labels(raws, q, T0)
         merchants = [t.merchant for t in batch]
-        cached = {m: set(parts) for m, parts in p._terminal_view(merchants).items()}
-        p._subs.clear()
-        assert {m: set(parts) for m, parts in p._terminal_view(merchants).items()} == cached, f"batch {k}"
+        engine = p.engine(7)
+        cached = decoded(p._terminal_view(merchants, engine), merchants)
+        p._tcache.clear()
+        assert decoded(p._terminal_view(merchants, engine), merchants) == cached, f"batch {k}"
     assert len({k.rpartition("\x1f")[2] for k in p.terminals}) == 3, "every partition wrote sub-keys"
+
+
+def decoded(cache: TerminalCache, keys: list[str]) -> dict:
+    """Each key's cached parts: part id -> (header, first day, cumulative counts)."""
+    out = {}
+    for m in set(keys):
+        row = cache.rows[m]
+        out[m] = {q: (cache.head[row, k].tolist(), int(cache.base[row, k]), cache.cum[row, k].tobytes())
+                  for q, k in enumerate(cache.slot_of[row].tolist()) if k >= 0}
+    return out
+
+
+def test_terminal_cache_gives_the_features_of_the_parts_bit_for_bit() -> None:
+    """The worker's decoded terminal cache and the parts' bytes give the same features to the last bit,
+    with parts added in any order, states rewritten, terminals dropped and reloaded."""
+    eng = FeatureEngine(7)
+    rng = np.random.default_rng(3)
+    n = 3000
+    tx_ts = np.sort(T0 + rng.uniform(0, 60 * DAY, n))
+    merchant = [f"m{i}" for i in rng.integers(0, 40, n)]
+    y = rng.random(n) < 0.15
+    part = rng.integers(0, 4, n)
+    split: list[dict] = [{}, {}, {}, {}]
+    cache = TerminalCache(days=eng.terminal_keep_days + 10)
+    order: dict[str, list[int]] = {}  # each terminal's parts in the order the cache took them
+
+    def parts_view(keys):
+        return TerminalParts({m: tuple(split[q][m] for q in order[m]) for m in keys if order.get(m)})
+
+    for lo in range(0, n, 150):  # labels arrive in batches per partition, in time order
+        sl = slice(lo, lo + 150)
+        now = tx_ts[sl][-1] + 7 * DAY
+        for q in rng.permutation(4).tolist():
+            idx = np.flatnonzero(part[sl] == q) + lo
+            written: dict = {}
+            eng.apply_labels({}, written, ["c"] * len(idx), [merchant[i] for i in idx], tx_ts[idx], y[idx],
+                             label_ts=now)
+            split[q].update(written)
+            cache.store(q, list(written), list(written.values()))
+            for m in written:
+                if m in cache and q not in order[m]:
+                    order[m].append(q)
+        if lo % 600 == 0 and len(cache):  # a terminal dropped (expiry): read again from the parts later
+            gone = sorted(cache.rows)[0]
+            cache.discard(gone)
+            del order[gone]
+        keys = sorted({f"m{i}" for i in rng.integers(0, 40, 200)})
+        unread = [m for m in keys if m not in cache]
+        cache.load(unread, [{q: split[q][m] for q in range(4) if m in split[q]} for m in unread])
+        order.update({m: [q for q in range(4) if m in split[q]] for m in unread})
+        ts = now + rng.uniform(-3 * DAY, DAY, len(keys))
+        args = (ts, ["z"] * len(keys), keys, [10.0] * len(keys))
+        assert eng.transform(*args, {}, cache).tobytes() == eng.transform(*args, {}, parts_view(keys)).tobytes()
+    assert max(len(v) for v in order.values()) == 4 and cache.head.shape[1] == 4
 
 
 def test_a_time_scaled_model_sees_compressed_traffic_as_its_training_pace(home: Path, tmp_path: Path) -> None:
