@@ -255,6 +255,14 @@ class _SubKeys(MutableMapping[str, bytes]):
         if cache is not None and len(cache):
             cache.store(self.partition, list(items), list(items.values()))
 
+    def update_decoded(self, items: Mapping[str, bytes], headers: np.ndarray, buckets: np.ndarray,
+                       bucket_key: np.ndarray) -> None:
+        """:meth:`update_many` from the engine, which gives the states decoded too: the cache takes those."""
+        suffix, cache = self.suffix, self.cache
+        self.table.update_many({key + suffix: value for key, value in items.items()})
+        if cache is not None and len(cache):
+            cache.store_decoded(self.partition, list(items), headers, buckets, bucket_key)
+
     def __setitem__(self, key: str, value: bytes) -> None:
         self.update_many({key: value})
 
@@ -606,7 +614,16 @@ class FraudPipeline(Pipeline):
         (state changelogs, drift alerts) to emit to ``partition`` before the labels are committed."""
         missing = invalid = 0
         parsed: list[tuple[str, bool]] = []
+        loads = orjson.loads
         for raw in raws:
+            try:  # the common case inline: an object with a string id and a boolean
+                obj = loads(raw)
+                if type(obj) is dict and type(tx_id := obj.get("id")) is str and tx_id \
+                        and type(y := obj.get("is_fraud")) is bool:
+                    parsed.append((tx_id, y))
+                    continue
+            except (ValueError, TypeError):  # (not JSON: parse_label says why)
+                pass
             try:
                 parsed.append(parse_label(raw))
             except InvalidRecord as exc:

@@ -235,7 +235,9 @@ class _Store:
             buf = out.tobytes()
             values = [buf[a:b] for a, b in zip((starts * 8).tolist(), (ends * 8).tolist())]
         update_many = getattr(states, "update_many", None)  # a table's bulk write
-        if update_many is not None:
+        if hasattr(states, "update_decoded"):  # one that keeps its states decoded too: the arrays as well
+            states.update_decoded(dict(zip(keys, values)), headers, buckets, bucket_key)
+        elif update_many is not None:
             update_many(dict(zip(keys, values)))
         else:
             for key, value in zip(keys, values):
@@ -634,7 +636,9 @@ class TerminalCache:
         """Arrays for ``rows`` rows of ``slots`` slots and ``ids`` part ids, the current contents copied in."""
         head = np.zeros((rows, slots, len(TERMINAL_LAYOUT.header)))
         base = np.zeros((rows, slots), dtype=np.int64)
-        cum = np.zeros((rows, slots, self.days + 1, 2), dtype=np.float32)  # whole numbers < 2**24: exact
+        # labels and frauds up to each day (counts before day 0 of the part, then through each day): whole
+        # numbers < 2**24, exact in float32; days last, so a part's cumulative sums run over contiguous memory
+        cum = np.zeros((rows, slots, 2, self.days + 1), dtype=np.float32)
         used = np.zeros(rows, dtype=np.int64)  # slots taken (the first ones)
         slot_of = np.full((rows, ids), -1, dtype=np.int64)  # part id -> slot (-1: none)
         if hasattr(self, "head"):
@@ -696,12 +700,22 @@ class TerminalCache:
 
     def store(self, part: int, keys: Sequence[Any], states: Sequence[bytes]) -> None:
         """Part ``part`` of ``keys`` rewritten with ``states``: the cached keys take them (others are read when needed)."""
+        found = [(key, state) for key, state in zip(keys, states) if key in self.rows]
+        if found:
+            self.store_decoded(part, [key for key, _ in found],
+                               *_Store(TERMINAL_LAYOUT, "bytes").gather_values([state for _, state in found]))
+
+    def store_decoded(self, part: int, keys: Sequence[Any], headers: np.ndarray, buckets: np.ndarray,
+                      bucket_key: np.ndarray) -> None:
+        """:meth:`store` of states given as :meth:`_Store.gather_values` gives them (what the engine writes)."""
         rows = np.fromiter(map(self.rows.get, keys, repeat(-1)), np.int64, len(keys))
         cached = rows >= 0
         if not cached.any():
             return
         if not cached.all():
-            rows, states = rows[cached], list(compress(states, cached))
+            keep = cached[bucket_key]
+            bucket_key = (np.cumsum(cached) - 1)[bucket_key[keep]]
+            rows, headers, buckets = rows[cached], headers[cached], buckets[keep]
         self._grow(ids=part + 1)
         slot = self.slot_of[rows, part]
         new = slot < 0
@@ -710,28 +724,32 @@ class TerminalCache:
             self.used[rows[new]] += 1
             self.slot_of[rows[new], part] = slot[new]
             self._grow(slots=int(slot.max()) + 1)
-        self._decode(rows, slot, states)
+        self._put(rows, slot, headers, buckets, bucket_key)
 
     def _decode(self, r: np.ndarray, k: np.ndarray, states: Sequence[bytes]) -> None:
         """Each state into its row ``r`` and slot ``k``."""
-        if not len(states):
-            return
-        headers, buckets, key = _Store(TERMINAL_LAYOUT, "bytes").gather_values(list(states))
+        if len(states):
+            self._put(r, k, *_Store(TERMINAL_LAYOUT, "bytes").gather_values(list(states)))
+
+    def _put(self, r: np.ndarray, k: np.ndarray, headers: np.ndarray, buckets: np.ndarray, key: np.ndarray) -> None:
+        """States (headers, buckets sorted by state, the state of each) into rows ``r``, slots ``k``."""
+        m = len(r)
         self.head[r, k] = headers
-        first = np.zeros(len(states), dtype=np.int64)
-        counts = np.bincount(key, minlength=len(states))
+        first = np.zeros(m, dtype=np.int64)
+        counts = np.bincount(key, minlength=m)
         has = counts > 0
         starts = np.cumsum(counts) - counts
         first[has] = buckets[starts[has], 0].astype(np.int64)
         self.base[r, k] = first
         offset = buckets[:, 0].astype(np.int64) - first[key]
-        grid = np.zeros((len(states), self.days, 2), dtype=np.float64)
         fits = (offset >= 0) & (offset < self.days)
         fits[1:] &= (key[1:] != key[:-1]) | (offset[1:] > offset[:-1])  # one bucket a day, in order
-        grid[key[fits], offset[fits]] = buckets[fits, 1:]
-        cum = np.zeros((len(states), self.days + 1, 2), dtype=np.float64)
-        np.cumsum(grid, axis=1, out=cum[:, 1:])
-        self.cum[r, k] = cum
+        cum = np.zeros((m, 2, self.days + 1), dtype=np.float32)
+        kf, of = key[fits], offset[fits] + 1
+        cum[kf, 0, of] = buckets[fits, 1]
+        cum[kf, 1, of] = buckets[fits, 2]
+        np.cumsum(cum, axis=2, out=cum)
+        self.cum.reshape(-1, 2, self.days + 1)[r * self.cum.shape[1] + k] = cum
         if not fits.all():  # (buckets out of order or too wide: the bytes are read for this terminal)
             bad = set(r[np.unique(key[~fits])].tolist())
             self.wide.update(key_ for key_, row in self.rows.items() if row in bad)
@@ -745,8 +763,9 @@ class TerminalCache:
         base = self.base[rows, :P]
         days = ends[None, :] - np.concatenate(([0], shifts))[:, None]  # (S, n)
         index = _clip(days[:, :, None] - base[None, :, :] + 1, 0, self.days)  # (S, n, P)
-        index += ((rows * slots)[:, None] + np.arange(P)) * width  # into the rows' flat runs of counts
-        counts = self.cum.reshape(-1, 2).take(index.ravel(), axis=0)
+        index += ((rows * slots)[:, None] + np.arange(P)) * (2 * width)  # into the rows' flat runs of counts
+        flat = self.cum.reshape(-1)
+        counts = np.stack([flat.take(index), flat.take(index + width)], axis=-1)  # (S, n, P, 2): labels, frauds
         return self.head[rows, :P], counts.reshape(len(days), len(rows) * P, 2).astype(np.float64), P
 
 
