@@ -56,15 +56,20 @@ def pack(ts: Sequence[float] | np.ndarray, card: Sequence[str], merchant: Sequen
     rec["x"] = X
     buf = rec.tobytes()
     size = rec.dtype.itemsize
-    return [buf[i * size:(i + 1) * size] + c.encode() + _SEP + m.encode()
-            for i, (c, m) in enumerate(zip(card, merchant))]
+    tails = [f"{c}\x1f{m}".encode() for c, m in zip(card, merchant)]  # card, _SEP, terminal in one encode
+    return [buf[i * size:(i + 1) * size] + tail for i, tail in enumerate(tails)]
 
 
 def unpack(records: Sequence[bytes], n_features: int) -> Logged:
     """The batch back from its records (all written with the same number of features)."""
     dt = _dtype(n_features)
     size = dt.itemsize
-    rec = np.frombuffer(b"".join(r[:size] for r in records), dtype=dt)
-    ids = [r[size:].decode().split("\x1f", 1) for r in records]
-    return Logged(rec["ts"].copy(), [i[0] for i in ids], [i[1] for i in ids], rec["x"].copy(),
-                  rec["score"].copy(), rec["online"].copy())
+    rec = np.frombuffer(b"".join([r[:size] for r in records]), dtype=dt)
+    # Each tail is card _SEP terminal (neither holds _SEP): all of them joined by _SEP, one decode, one split.
+    ids = _SEP.join([r[size:] for r in records]).decode().split("\x1f")
+    if len(ids) == 2 * len(records):
+        card, merchant = ids[0::2], ids[1::2]
+    else:  # (an id that holds the separator after all: each record split at its first)
+        pairs = [r[size:].decode().split("\x1f", 1) for r in records]
+        card, merchant = [c for c, _ in pairs], [m for _, m in pairs]
+    return Logged(rec["ts"].copy(), card, merchant, rec["x"].copy(), rec["score"].copy(), rec["online"].copy())

@@ -43,7 +43,7 @@ DAY = 86_400.0
 # another timed part is counted in the inner one only.
 PARTS = [
     ("features (card and terminal windows)", "engine", "transform"),
-    ("terminal sub-states merged", "pipeline", "_terminal_view"),
+    ("terminal states read (cache loads)", "pipeline", "_terminal_view"),
     ("ONNX (scores, alert explanations)", "scorer", "predict"),
     ("River score", "online", "score"),
     ("logged record packed", "logged", "pack"),
