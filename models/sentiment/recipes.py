@@ -28,6 +28,8 @@ one registered model can be evaluated on both test parts
   registered weights. ``--airline-class-weight-power P``: the airline rows weighted by the class
   weights of the airline rows alone (balanced ** P), the SemEval rows as usual (round 9).
   ``--seed N``: run 1's seed (batch order, head init, dropout; 0 round 1's; round 11's members 1, 2).
+  ``--encoder DIR [--freeze-layers N] [--bf16]``: another sentence encoder (round 12: all-mpnet-base-v2,
+  8 of its 12 layers frozen, bfloat16 autocast; ``python -m models.sentiment.weights mpnet DIR`` gets it).
 * ``round7-validation``: round 7's rules on the held-out twin's runs: run 1, run 2 and
   their average, each with and without per-class offsets, scored on the validation parts.
 * ``round8-validation``: round 8's rules: A (``--twin``, round 1's run 1), B (``--twin``, the same with
@@ -321,7 +323,8 @@ def source_row_weights(y: np.ndarray, n_airline: int, mix_power: float, airline_
 def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, log: Any = print,
            hold_out: bool = False, start_version: int | None = None, class_weight_power: float = 0.5,
            runs: int = 2, airline_class_weight_power: float | None = None,
-           semeval_per_run: int = ROUND1_SEMEVAL_PER_RUN, airline_repeats: int = 1, seed: int = 0) -> ModelMeta:
+           semeval_per_run: int = ROUND1_SEMEVAL_PER_RUN, airline_repeats: int = 1, seed: int = 0,
+           encoder: str | None = None, freeze_layers: int = 2, bf16: bool = False) -> ModelMeta:
     """Round 1's accurate recipe (``git show 42a2f32:models/sentiment/recipes.py``) on today's code.
 
     ``hold_out``: its held-out twin (round 7), the same recipe on the fit rows of
@@ -339,6 +342,9 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
     variant: 2, the same airline share as 7,000 tweets but with every SemEval tweet of round 1 kept).
     ``seed``: run 1's seed (its batch order, the head's initial weights, dropout; round 1's is 0, round
     11's ensemble members 1 and 2); the rows (the SemEval draw) and run 2 (seed 1) stay round 1's.
+    ``encoder``: the sentence encoder's directory (default: the packaged MiniLM; round 12: all-mpnet-base-v2,
+    :mod:`.weights`), with ``freeze_layers`` lower layers frozen (round 1: 2) and ``bf16`` mixed precision
+    (round 12's CPU budget); all three are recorded in the model's ``training.runs``.
     """
     from models.registry import ModelRegistry
 
@@ -359,10 +365,10 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
         raise ValueError(f"semeval_per_run must be positive, not {semeval_per_run}")
     if start_version is not None and runs == 1:
         raise ValueError("--start-from N continues with run 2: runs must be 2")
-    plan = [AccurateConfig(epochs=1, lr=8e-5, head_lr=2e-3, freeze_layers=2, seed=seed,
-                           class_weight_power=class_weight_power),
-            AccurateConfig(epochs=1, lr=4e-5, head_lr=5e-4, warmup=0.02, freeze_layers=2, seed=1,
-                           class_weight_power=class_weight_power)][:runs]
+    common = {"freeze_layers": freeze_layers, "class_weight_power": class_weight_power,
+              "encoder": None if encoder is None else str(encoder), "bf16": bf16}
+    plan = [AccurateConfig(epochs=1, lr=8e-5, head_lr=2e-3, seed=seed, **common),
+            AccurateConfig(epochs=1, lr=4e-5, head_lr=5e-4, warmup=0.02, seed=1, **common)][:runs]
     model = encoder = None
     first = 0
     if start_version is not None:
@@ -372,11 +378,13 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
                 or bool(done.get("hold_out")) != hold_out \
                 or done["runs"][0].get("class_weight_power", 0.5) != class_weight_power \
                 or done["runs"][0].get("seed", 0) != seed \
+                or any(done["runs"][0].get(k, AccurateConfig.__dataclass_fields__[k].default) != v
+                       for k, v in common.items()) \
                 or done.get("airline_class_weight_power") != airline_class_weight_power \
                 or done.get("semeval_per_epoch", ROUND1_SEMEVAL_PER_RUN) != semeval_per_run \
                 or done.get("airline_repeats", 1) != airline_repeats:
             raise ValueError(f"v{start_version} is not run 1 of this recipe on the same rows")
-        model, first = classifier_from_onnx(registry.model_path("sentiment", start_version)).train(), 1
+        model, first = classifier_from_onnx(registry.model_path("sentiment", start_version), encoder).train(), 1
         log(f"continuing from v{start_version} (run 1)")
     started = time.time()
     for i, cfg in enumerate(plan):
@@ -387,7 +395,8 @@ def round1(settings: Any, airline: Path, semeval: Path, promote: bool = False, l
         y = np.concatenate([np.tile(a["y"].to_numpy(), airline_repeats), s["y"].to_numpy()[pick]])
         weights = None if airline_class_weight_power is None else \
             source_row_weights(y, len(a), cfg.class_weight_power, airline_class_weight_power)
-        log(f"round 1 run {i + 1}/2: {len(texts)} texts, seed {cfg.seed}, class weights balanced ** "
+        log(f"round 1 run {i + 1}/2: {len(texts)} texts, seed {cfg.seed}, encoder {cfg.encoder or 'packaged MiniLM'}, "
+            f"{cfg.freeze_layers} layers frozen{', bf16' if cfg.bf16 else ''}, class weights balanced ** "
             f"{cfg.class_weight_power}"
             + ("" if weights is None else f"; airline rows: their own mix's class weights ** "
                f"{airline_class_weight_power} {np.unique(weights[:len(a)]).round(3).tolist()}"))
@@ -647,6 +656,12 @@ def main() -> None:
                         help="round1: each airline row this many times per run (1 round 1's; 2 round 10's D)")
     parser.add_argument("--seed", type=int, default=0,
                         help="round1: run 1's seed: batch order, head init, dropout (0 round 1's; round 11: 1, 2)")
+    parser.add_argument("--encoder", help="round1: the sentence encoder's directory (default: the packaged MiniLM; "
+                        "round 12: all-mpnet-base-v2, `python -m models.sentiment.weights mpnet DIR`)")
+    parser.add_argument("--freeze-layers", type=int, default=2,
+                        help="round1: lower transformer layers kept frozen (2 round 1's; 8 of 12 round 12's mpnet)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="round1: bfloat16 mixed precision in training (CPU autocast; round 12's mpnet)")
     parser.add_argument("--runs", type=int, default=2, choices=(1, 2),
                         help="round1: stop after run 1 (1) or do both (2, the recipe)")
     parser.add_argument("--twin", type=int, action="append", default=[],
@@ -691,7 +706,8 @@ def main() -> None:
                       start_version=args.start_from, class_weight_power=args.class_weight_power,
                       runs=args.runs, airline_class_weight_power=args.airline_class_weight_power,
                       semeval_per_run=args.semeval_per_run, airline_repeats=args.airline_repeats,
-                      seed=args.seed, log=lambda line: print(line, flush=True))
+                      seed=args.seed, encoder=args.encoder, freeze_layers=args.freeze_layers, bf16=args.bf16,
+                      log=lambda line: print(line, flush=True))
     elif args.model == "accurate" and args.refit_of is not None:
         meta = refit_accurate(settings, args.airline, args.semeval, args.refit_of,
                               promote=args.promote, log=lambda line: print(line, flush=True))

