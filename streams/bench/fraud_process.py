@@ -14,10 +14,16 @@ each batch's inputs, the transport's part in a worker, is reported apart as
 this part of the worker. Other work on a shared machine still inflates them
 (caches, a busy sibling core): ``--versus SETTING=VALUE`` runs a second pipeline
 with a setting changed in the same process, the two taking turns batch by batch,
-so that a comparison is a ratio measured under the same load.
+so that a comparison is a ratio measured under the same load; ``--baseline-tree DIR`` does
+the same with the code of another checkout (``git worktree add DIR <commit>``): old code
+against new under the same load. Either way the two pipelines' outputs (scores, alerts,
+changelog records) are compared batch by batch, and the batches that differ are counted (with
+the same settings any difference is a change of behaviour; a setting that cuts the ONNX calls
+differently, such as ``max_merged_batches``, can round a logged float32 score differently).
 
     python -m streams.bench.fraud_process [FILE] [--rows 300000] [--warm-days 40] [--breakdown]
     python -m streams.bench.fraud_process FILE --versus max_merged_batches=1
+    python -m streams.bench.fraud_process FILE --baseline-tree /tmp/old   # a worktree of the old commit
 
 ``--breakdown`` adds where the time goes: CPU µs per transaction in each part
 (timed around whole calls, so the parts cost what they cost in the run; what
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import re
 import time
 from pathlib import Path
 
@@ -53,6 +60,7 @@ PARTS = [
     ("River learn + prequential", "online", "learn"),
     ("prequential gauges", "pipeline", "export_quality"),
     ("table flush (changelog records)", "table", "flush"),
+    ("table flush (changelog records)", "table", "flush_split"),
 ]
 
 
@@ -104,23 +112,66 @@ def _fraud_pipeline(settings, name: str):
     return pipeline
 
 
+PACKAGES = ("streams", "models", "connectors")
+_APP = re.compile(r"^lepton-fraud-cost-[^-]+-")  # _fraud_pipeline's app name in its changelog topics
+
+
+def _baseline_pipeline(tree: Path, settings, update: dict):
+    """``(settings, pipeline)`` built from the code in ``tree`` (another checkout of this repository), with
+    ``settings`` (those of its fields that code has) changed by ``update``.
+
+    Its packages are imported under their usual names while this process's own are set aside,
+    then this process's are put back: each pipeline keeps the modules it was built with (code the
+    old pipeline would import lazily while running would come from this tree; the fraud path
+    imports none).
+    """
+    import importlib
+    import sys
+
+    ours = {k: m for k, m in sys.modules.items() if k.split(".")[0] in PACKAGES}
+    for k in ours:
+        del sys.modules[k]
+    sys.path.insert(0, str(tree))
+    try:
+        bench = importlib.import_module("streams.bench.fraud_process")
+        if not Path(bench.__file__).resolve().is_relative_to(Path(tree).resolve()):
+            raise ValueError(f"{tree} is not a checkout of this repository")
+        cls = importlib.import_module("streams.settings").Settings  # ours, field for field (theirs may differ)
+        theirs = cls(**{k: v for k, v in settings.model_dump().items() if k in cls.model_fields}).model_copy(update=update)
+        return theirs, bench._fraud_pipeline(theirs, "baseline")
+    finally:
+        sys.path.remove(str(tree))
+        for k in [k for k in sys.modules if k.split(".")[0] in PACKAGES]:
+            del sys.modules[k]
+        sys.modules.update(ours)
+
+
+def _comparable(outputs: list) -> list:
+    """A call's outputs with the pipeline's own app name taken out of changelog topic names."""
+    return [(_APP.sub("", o.topic), o.key, o.value) for o in outputs]
+
+
 def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm_days: float = 40.0,
                   rows: int = 300_000, label_delay_days: int = 7, breakdown: bool = False,
-                  versus: dict | None = None) -> dict:
+                  versus: dict | None = None, baseline: Path | None = None) -> dict:
     """µs of CPU per transaction (labels included, one per transaction) after ``warm_days``.
 
     ``versus`` (setting → value): a second pipeline with those settings is fed the same batches
     in the same process, the two taking turns batch by batch (which one goes first alternates),
     so load from other work falls on both alike; the result adds its cost and the ratio.
+    ``baseline``: the second pipeline runs the code of the checkout at that path (old code vs new).
+    The two pipelines' outputs are compared batch by batch (``differing_batches``).
     """
     from ..gc_pauses import freeze_long_lived
     from ..pipeline import Group
     from ..records import Transaction
 
-    if breakdown and versus:
-        raise ValueError("--breakdown times one pipeline: drop it or --versus")
+    if breakdown and (versus or baseline):
+        raise ValueError("--breakdown times one pipeline: drop it or --versus / --baseline-tree")
     runs = [(settings, _fraud_pipeline(settings, "a"))]
-    if versus:
+    if baseline is not None:
+        runs.append(_baseline_pipeline(baseline, settings, versus or {}))
+    elif versus:
         other = settings.model_copy(update=versus)
         runs.append((other, _fraud_pipeline(other, "b")))
     pipeline = runs[0][1]
@@ -162,6 +213,7 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     outputs = [0] * len(runs)
     timed_tx = 0
     harness = 0.0  # building each batch's inputs (the transport's part in a worker): reported, not counted
+    differing = 0  # batches on which the two pipelines' outputs differ
     warm = True
     for k, a in enumerate(range(0, stop, batch_size)):
         b = min(a + batch_size, stop)
@@ -191,16 +243,21 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
                 groups.append(Group([events[i] for i in idx], offs, p))
         if timing:
             harness += time.process_time() - t0
+        produced: list[list] = [[] for _ in runs]
         for r in (range(len(runs)) if k % 2 == 0 else reversed(range(len(runs)))):
             run_settings, run = runs[r]
             merged = run_settings.max_merged_batches  # partitions' batches per call (LEPTON_MAX_MERGED_BATCHES)
+            got = produced[r]
             t0 = time.process_time()
             for raws, p in work:
-                outputs[r] += len(run.process_labels(raws, p, ts[a]))
+                got.append(run.process_labels(raws, p, ts[a]))
             for g in range(0, len(groups), merged):  # as the worker's agent takes a fetch's batches
-                outputs[r] += sum(map(len, run.process_batches(groups[g:g + merged], ts[b - 1])))
+                got.extend(run.process_batches(groups[g:g + merged], ts[b - 1]))
             if timing:
                 spent[r] += time.process_time() - t0
+            outputs[r] += sum(map(len, got))
+        if len(runs) == 2:
+            differing += [_comparable(o) for o in produced[0]] != [_comparable(o) for o in produced[1]]
         if timing:
             timed_tx += b - a
     for r, (_, run) in enumerate(runs):  # the timed labels' share of the rolling metrics, counted
@@ -213,12 +270,13 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
               "merged_batches": settings.max_merged_batches, "online_updates": pipeline.online.updates,
               "outputs": outputs[0], "harness_us_per_tx": round(harness / timed_tx * 1e6, 2)}
     if timer is not None:
-        parts_us = {label: round(timer.spent.get(label, 0.0) / timed_tx * 1e6, 2) for label, _, _ in PARTS}
+        parts_us = {label: round(timer.spent.get(label, 0.0) / timed_tx * 1e6, 2) for label, _, _ in PARTS}  # (once)
         parts_us["other"] = round(result["us_per_tx"] - sum(parts_us.values()), 2)
         result["breakdown_us_per_tx"] = parts_us
-    if versus:
-        result["versus"] = {"settings": versus, "us_per_tx": round(spent[1] / timed_tx * 1e6, 2),
-                            "outputs": outputs[1], "ratio": round(spent[1] / spent[0], 3)}
+    if len(runs) == 2:
+        result["versus"] = {"settings": versus or {}, "us_per_tx": round(spent[1] / timed_tx * 1e6, 2),
+                            "outputs": outputs[1], "ratio": round(spent[1] / spent[0], 3),
+                            "differing_batches": differing, **({"code": str(baseline)} if baseline else {})}
     return result
 
 
@@ -232,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--versus", action="append", default=[], metavar="SETTING=VALUE",
                         help="also run a pipeline with this setting changed, in the same process, batch for batch "
                              "(e.g. max_merged_batches=1); repeatable")
+    parser.add_argument("--baseline-tree", type=Path, metavar="DIR",
+                        help="also run the pipeline of the code in DIR (a git worktree of another commit), in the "
+                             "same process, batch for batch; outputs compared")
     args = parser.parse_args(argv)
     from pydantic import TypeAdapter
 
@@ -253,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
 
         frame = TransactionGenerator(seed=1, start_ts=1_700_000_000.0).batch(800_000)
     print(json.dumps(pipeline_cost(frame, settings, batch_size=args.batch_size, warm_days=args.warm_days,
-                                   rows=args.rows, breakdown=args.breakdown, versus=versus or None)))
+                                   rows=args.rows, breakdown=args.breakdown, versus=versus or None,
+                                   baseline=args.baseline_tree)))
 
 
 if __name__ == "__main__":
