@@ -66,8 +66,16 @@ class Prequential:
         labels, values = ys.astype(int).tolist(), np.asarray(scores, dtype=np.float64).tolist()
         for metric in (self.roc_auc, self.pr_auc):
             if hasattr(metric, "_buf_labels"):  # River buffers updates until get(): the same buffer, in bulk
-                metric._buf_labels.extend(labels)
-                metric._buf_scores.extend(values)
+                buf_labels, buf_scores = metric._buf_labels, metric._buf_scores
+                buf_labels.extend(labels)
+                buf_scores.extend(values)
+                window = metric.window_size
+                if len(buf_labels) > window + max(window // 8, 256):
+                    # Only the last ``window`` labels can still be in the window when River inserts the buffer
+                    # (at get()): the older ones would be inserted into its trees and evicted again (~0.45 µs
+                    # a label). River's window is a function of its last ``window`` labels (tested), so the
+                    # value is the same. Trimmed every window / 8 labels: a trim (a memmove) costs ~nothing a label.
+                    del buf_labels[:-window], buf_scores[:-window]
             else:
                 for yy, s in zip(labels, values):
                     metric.update(yy, s)

@@ -121,3 +121,25 @@ def test_prequential_bulk_update_is_rivers_one_by_one() -> None:
         if a % 1000 == 0:
             assert bulk.get() == one.get()
     assert bulk.get() == one.get() and 0.5 < bulk.get()["roc_auc"] < 1.0
+
+
+def test_prequential_keeps_only_the_window_rivers_value_unchanged() -> None:
+    """Labels older than the window are dropped from River's buffer before it inserts them: the same
+    ROC/PR AUCs as River fed every label (ties, long gaps between reads, reads after trims)."""
+    rng = np.random.default_rng(7)
+    n, window = 9000, 500
+    y = rng.random(n) < 0.05
+    s = np.round(np.clip(y * 0.2 + rng.random(n) * 0.8, 0, 1), 2)  # ties
+    ours, river = Prequential(window=window), Prequential(window=window)
+    reads = {1000, 1250, 4000, 4100, 8999}
+    for a in range(0, n, 50):
+        ours.update(y[a:a + 50], s[a:a + 50])
+        assert len(ours.roc_auc._buf_labels) <= window + 256 + 50
+        for yy, ss in zip(y[a:a + 50].astype(int).tolist(), s[a:a + 50].tolist()):
+            river.roc_auc.update(yy, ss)
+            river.pr_auc.update(yy, ss)
+        river.labels += 50
+        river.positives += int(y[a:a + 50].sum())
+        if any(a <= r < a + 50 for r in reads):
+            assert ours.get() == river.get()
+    assert ours.get() == river.get() and 0.5 < ours.get()["roc_auc"] < 1.0
