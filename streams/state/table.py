@@ -216,7 +216,13 @@ class BatchTable(MutableMapping[str, bytes]):
         distinct = set(parts)
         if len(distinct) == 1:
             return {parts[0]: records}
-        return {p: list(compress(records, map(p.__eq__, parts))) for p in distinct}
+        # One pass appending to each partition's list: ~100 ns a record, against ~80 per partition a
+        # record for one filtering pass per partition.
+        split: dict[int, list[Output]] = {p: [] for p in distinct}
+        appends = {p: out.append for p, out in split.items()}
+        for record, p in zip(records, parts):
+            appends[p](record)
+        return split
 
     def restore(self, partition: int, records: Sequence[Any]) -> None:
         """Apply changelog records (transport records: ``key``, ``value``) read back from ``partition``.
