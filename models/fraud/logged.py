@@ -57,7 +57,7 @@ def pack(ts: Sequence[float] | np.ndarray, card: Sequence[str], merchant: Sequen
     buf = rec.tobytes()
     size = rec.dtype.itemsize
     tails = [f"{c}\x1f{m}".encode() for c, m in zip(card, merchant)]  # card, _SEP, terminal in one encode
-    return [buf[i * size:(i + 1) * size] + tail for i, tail in enumerate(tails)]
+    return [buf[a:a + size] + tail for a, tail in zip(range(0, n * size, size), tails)]
 
 
 def unpack(records: Sequence[bytes], n_features: int) -> Logged:
