@@ -152,15 +152,21 @@ def test_drift_alert_and_metric_from_the_pipeline(home: Path, tmp_path: Path) ->
     assert drift[0]["subject"] == "drift:score" and drift[0]["severity"] == "warning"
 
 
+def _labelled_transactions(rng: np.random.Generator, n: int, *, days: int, merchants: int, fraud_rate: float,
+                           parts: int) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Random labelled transactions in time order: times, terminals, fraud flags, label partitions."""
+    tx_ts = np.sort(T0 + rng.uniform(0, days * DAY, n))
+    merchant = [f"m{i}" for i in rng.integers(0, merchants, n)]
+    y = rng.random(n) < fraud_rate
+    return tx_ts, merchant, y, rng.integers(0, parts, n)
+
+
 def test_terminal_state_split_over_partitions_merges_to_the_single_state() -> None:
     eng = FeatureEngine(7)
     rng = np.random.default_rng(1)
     n = 400
-    tx_ts = np.sort(T0 + rng.uniform(0, 20 * DAY, n))
-    merchant = [f"m{i}" for i in rng.integers(0, 6, n)]
-    y = rng.random(n) < 0.2
+    tx_ts, merchant, y, part = _labelled_transactions(rng, n, days=20, merchants=6, fraud_rate=0.2, parts=3)
     card = [f"c{i}" for i in rng.integers(0, 30, n)]
-    part = rng.integers(0, 3, n)
     whole: dict = {}
     split: list[dict] = [{}, {}, {}]
     for lo in range(0, n, 40):  # labels arrive in batches, in time order
@@ -274,10 +280,7 @@ def test_terminal_cache_gives_the_features_of_the_parts_bit_for_bit() -> None:
     eng = FeatureEngine(7)
     rng = np.random.default_rng(3)
     n = 3000
-    tx_ts = np.sort(T0 + rng.uniform(0, 60 * DAY, n))
-    merchant = [f"m{i}" for i in rng.integers(0, 40, n)]
-    y = rng.random(n) < 0.15
-    part = rng.integers(0, 4, n)
+    tx_ts, merchant, y, part = _labelled_transactions(rng, n, days=60, merchants=40, fraud_rate=0.15, parts=4)
     split: list[dict] = [{}, {}, {}, {}]
     cache = TerminalCache(days=eng.terminal_keep_days + 10)
     order: dict[str, list[int]] = {}  # each terminal's parts in the order the cache took them
