@@ -134,8 +134,9 @@ def _torch_modules():
     import torch
     from torch import nn
 
-    class MiniLMClassifier(nn.Module):
-        """ids ``(n, length)`` -> probabilities ``(n, 3)``: mean-pooled MiniLM, dropout, linear head."""
+    class EncoderClassifier(nn.Module):
+        """ids ``(n, length)`` -> probabilities ``(n, 3)``: a mean-pooled sentence encoder (MiniLM; MPNet
+        since round 12), dropout, linear head."""
 
         def __init__(self, encoder: nn.Module, dim: int = 384, n_classes: int = 3, dropout: float = 0.1,
                      pad_id: int = 0) -> None:
@@ -159,7 +160,7 @@ def _torch_modules():
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             return torch.softmax(self.logits(ids), dim=-1)
 
-    return torch, nn, MiniLMClassifier
+    return torch, nn, EncoderClassifier
 
 
 def load_classifier(dropout: float = 0.1, directory: Path | str | None = None):
@@ -169,10 +170,10 @@ def load_classifier(dropout: float = 0.1, directory: Path | str | None = None):
         from transformers import AutoModel
     except ImportError as exc:
         raise ImportError(EXTRA_HINT) from exc
-    _, _, MiniLMClassifier = _torch_modules()
+    _, _, EncoderClassifier = _torch_modules()
     path = encoder_dir(directory)
     encoder = AutoModel.from_pretrained(str(path), attn_implementation="eager")
-    return MiniLMClassifier(encoder, dim=encoder.config.hidden_size, dropout=dropout, pad_id=pad_id(path))
+    return EncoderClassifier(encoder, dim=encoder.config.hidden_size, dropout=dropout, pad_id=pad_id(path))
 
 
 def classifier_from_onnx(path: Path | str, directory: Path | str | None = None):
