@@ -125,8 +125,10 @@ def choose_offsets(parts: dict[str, pd.DataFrame], p_airline: np.ndarray, p_seme
     return best
 
 
-ROUND7_GUARD = 0.01  # round 7, rule 3: SemEval validation macro-recall may fall at most this much below A's
-ROUND7_MARGIN = 0.005  # rule 4: a costlier candidate must beat every cheaper one by more than this
+# The rules of rounds 7-10 (rules 3 and 4): SemEval validation macro-recall may fall at most SEMEVAL_GUARD below
+# the current model's; a costlier candidate must beat every cheaper one by more than CHOICE_MARGIN.
+SEMEVAL_GUARD = 0.01
+CHOICE_MARGIN = 0.005
 
 
 def round7_score(figures: dict[str, float]) -> float:
@@ -139,7 +141,7 @@ def round7_validation(settings: Any, airline: Path, semeval: Path, run1: int, ru
     """Round 7, rules 1-4: candidates A-F judged on the held-out twins ``run1`` and ``run2`` (registered
     versions of ``recipes round1 --hold-out`` in ``settings``), offsets chosen on the twins' validation
     probabilities under the SemEval guard; the winner is the cheapest eligible candidate within
-    :data:`ROUND7_MARGIN` of the best. Without ``run2`` only A and B are judged."""
+    :data:`CHOICE_MARGIN` of the best. Without ``run2`` only A and B are judged."""
     from .train import teacher_probabilities
 
     parts = validation_parts(airline, semeval)
@@ -148,7 +150,7 @@ def round7_validation(settings: Any, airline: Path, semeval: Path, run1: int, ru
     if run2 is not None:
         probs["run 2"] = [teacher_probabilities(settings, run2, t) for t in (val_a, val_s)]
         probs["ensemble"] = [(x + z) / 2 for x, z in zip(probs["run 1"], probs["run 2"])]
-    floor = round(score(parts, *probs["run 1"])["semeval_macro_recall"] - ROUND7_GUARD, 4)
+    floor = round(score(parts, *probs["run 1"])["semeval_macro_recall"] - SEMEVAL_GUARD, 4)
 
     def objective(figures: dict[str, float]) -> float | None:
         return round7_score(figures) if figures["semeval_macro_recall"] >= floor else None
@@ -161,9 +163,9 @@ def round7_validation(settings: Any, airline: Path, semeval: Path, run1: int, ru
             table[letter] = {"model": name, "offsets": None if shift is None else shift.tolist(), **figures,
                              "round7_score": round7_score(figures), "eligible": objective(figures) is not None}
             log(f"{letter} {name}{'' if shift is None else f' + offsets {shift.tolist()}'}: {json.dumps(table[letter])}")
-    best, winner = cheapest_near_best(table, "round7_score", ROUND7_MARGIN)
+    best, winner = cheapest_near_best(table, "round7_score", CHOICE_MARGIN)
     log(f"SemEval floor {floor}; best eligible score {best}; winner {winner} "
-        f"(the cheapest eligible candidate within {ROUND7_MARGIN} of it)")
+        f"(the cheapest eligible candidate within {CHOICE_MARGIN} of it)")
     return {"candidates": table, "semeval_floor": floor, "best": best, "winner": winner}
 
 
@@ -172,10 +174,6 @@ def cheapest_near_best(table: dict[str, dict[str, Any]], key: str, margin: float
     candidate within ``margin`` of it (rounds 7 and 8, rule 4)."""
     best = max(v[key] for v in table.values() if v["eligible"])
     return best, next(k for k, v in table.items() if v["eligible"] and v[key] >= best - margin)
-
-
-ROUND8_GUARD = 0.01  # round 8, rule 3: SemEval validation macro-recall may fall at most this much below A's
-ROUND8_MARGIN = 0.005  # rule 4
 
 
 def mix_weights(y_val: np.ndarray, y_ref: np.ndarray) -> np.ndarray:
@@ -191,7 +189,7 @@ def round8_validation(settings: Any, airline: Path, semeval: Path, run_a: int, r
     """Round 8, rules 1-4: A (``run_a``), B (``run_b``; held-out twins of ``recipes round1 --hold-out``,
     registered in ``settings``) and C (their equal-weight average) on the validation parts, the airline
     part weighted to the airline fit rows' class mix; score = weighted accuracy + weighted macro-F1;
-    SemEval guard; the cheapest eligible candidate within :data:`ROUND8_MARGIN` of the best wins."""
+    SemEval guard; the cheapest eligible candidate within :data:`CHOICE_MARGIN` of the best wins."""
     from .train import teacher_probabilities
 
     parts = validation_parts(airline, semeval)
@@ -211,13 +209,13 @@ def round8_validation(settings: Any, airline: Path, semeval: Path, run_a: int, r
             "semeval_macro_recall": rs["macro_recall"], "semeval_accuracy": rs["accuracy"]}.items()}
         table[name]["round8_score"] = round(weighted["accuracy"] + weighted["macro_f1"], 4)
         table[name]["airline_confusion"] = plain["confusion"]
-    floor = round(table["A"]["semeval_macro_recall"] - ROUND8_GUARD, 4)
+    floor = round(table["A"]["semeval_macro_recall"] - SEMEVAL_GUARD, 4)
     for name, row in table.items():
         row["eligible"] = row["semeval_macro_recall"] >= floor
         log(f"{name}: {json.dumps(row)}")
-    best, winner = cheapest_near_best(table, "round8_score", ROUND8_MARGIN)
+    best, winner = cheapest_near_best(table, "round8_score", CHOICE_MARGIN)
     log(f"SemEval floor {floor}; best eligible score {best}; winner {winner} "
-        f"(the cheapest eligible candidate within {ROUND8_MARGIN} of it)")
+        f"(the cheapest eligible candidate within {CHOICE_MARGIN} of it)")
     return {"candidates": table, "semeval_floor": floor, "best": best, "winner": winner,
             "mix": (np.bincount(parts["airline_fit"]["y"].to_numpy(), minlength=3) / len(parts["airline_fit"])).round(4).tolist()}
 

@@ -149,7 +149,7 @@ def test_the_fast_recipe_distils_from_the_newest_accurate_model_by_default(files
 
 
 def test_round7_judges_six_candidates_on_the_twins_and_keeps_the_cheapest_near_the_best(files, tmp_path) -> None:
-    from models.sentiment.recipes import ROUND7_MARGIN, choose_offsets, round7_validation, validation_parts
+    from models.sentiment.recipes import CHOICE_MARGIN, choose_offsets, round7_validation, validation_parts
 
     a, s = files
     settings = _two_versions(a, s, tmp_path)
@@ -160,8 +160,8 @@ def test_round7_judges_six_candidates_on_the_twins_and_keeps_the_cheapest_near_t
     assert all(v["semeval_macro_recall"] >= out["semeval_floor"] for v in table.values() if v["eligible"])
     order = list(table)
     w = out["winner"]
-    assert table[w]["round7_score"] >= out["best"] - ROUND7_MARGIN
-    assert all(not table[k]["eligible"] or table[k]["round7_score"] < out["best"] - ROUND7_MARGIN
+    assert table[w]["round7_score"] >= out["best"] - CHOICE_MARGIN
+    assert all(not table[k]["eligible"] or table[k]["round7_score"] < out["best"] - CHOICE_MARGIN
                for k in order[:order.index(w)])
     only_a_b = round7_validation(settings, a, s, 1, None, log=lambda line: None)
     assert list(only_a_b["candidates"]) == ["A", "B"]
@@ -321,7 +321,7 @@ class _Stub:
 
 
 def test_round8_judges_a_b_and_their_average_on_the_reweighted_part(files, tmp_path) -> None:
-    from models.sentiment.recipes import ROUND8_MARGIN, round8_validation
+    from models.sentiment.recipes import CHOICE_MARGIN, round8_validation
 
     a, s = files
     settings = _two_versions(a, s, tmp_path)
@@ -334,8 +334,8 @@ def test_round8_judges_a_b_and_their_average_on_the_reweighted_part(files, tmp_p
                                                     abs=2e-4)
         assert row["eligible"] == (row["semeval_macro_recall"] >= out["semeval_floor"])
     w, order = out["winner"], list(table)
-    assert table[w]["round8_score"] >= out["best"] - ROUND8_MARGIN
-    assert all(not table[k]["eligible"] or table[k]["round8_score"] < out["best"] - ROUND8_MARGIN
+    assert table[w]["round8_score"] >= out["best"] - CHOICE_MARGIN
+    assert all(not table[k]["eligible"] or table[k]["round8_score"] < out["best"] - CHOICE_MARGIN
                for k in order[:order.index(w)])
     assert sum(out["mix"]) == pytest.approx(1, abs=1e-3)
 
