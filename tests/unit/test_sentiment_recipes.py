@@ -289,13 +289,7 @@ def test_round1_seed_is_run_1s_and_the_default_is_round_1s(files, tmp_path, monk
     from models.sentiment.accurate import AccurateConfig
 
     a, s = files
-    given: list = []
-    monkeypatch.setattr("models.sentiment.accurate.train_accurate",
-                        lambda texts, y, cfg, start=None, progress=None, row_weights=None:
-                        given.append((cfg, list(texts))) or (None, _Stub()))
-    monkeypatch.setattr("models.sentiment.train.register_model",
-                        lambda settings, kind, encoder, model, metrics, training, promote, check_texts:
-                        type("M", (), {"version": len(given), "training": training})())
+    given = _record_round1_runs(monkeypatch)
     settings = Settings(home=tmp_path / "home")
     recipes.round1(settings, a, s, log=lambda line: None)
     assert [c.seed for c, _ in given] == [0, 1]  # round 1's seeds by default, unchanged
@@ -313,6 +307,41 @@ def test_round1_seed_is_run_1s_and_the_default_is_round_1s(files, tmp_path, monk
         recipes.round1(settings, a, s, start_version=3, log=lambda line: None)  # run 1 had seed 2, not 0
     recipes.round1(settings, a, s, start_version=3, seed=2, log=lambda line: None)
     assert given[3][0].seed == 1  # run 2 keeps round 1's seed
+
+
+def test_round1_hold_out_twin_keeps_the_encoder_its_frozen_layers_and_bf16(files, tmp_path, monkeypatch) -> None:
+    """Round 13: an mpnet twin (``--hold-out --encoder DIR --freeze-layers N --bf16``) trains on the fit rows
+    with the encoder settings given, and records them, as the full build does."""
+    from models.sentiment import recipes
+
+    a, s = files
+    given = _record_round1_runs(monkeypatch)
+    settings = Settings(home=tmp_path / "home")
+    parts = recipes.validation_parts(a, s)
+    for frozen in (8, 4):
+        meta = recipes.round1(settings, a, s, hold_out=True, runs=1, seed=0, encoder="/enc/mpnet",
+                              freeze_layers=frozen, bf16=True, log=lambda line: None)
+        cfg, texts = given[-1]
+        assert (cfg.encoder, cfg.freeze_layers, cfg.bf16, cfg.seed) == ("/enc/mpnet", frozen, True, 0)
+        assert meta.training["hold_out"] and len(meta.training["runs"]) == 1
+        assert {k: meta.training["runs"][0][k] for k in ("encoder", "freeze_layers", "bf16")} == \
+            {"encoder": "/enc/mpnet", "freeze_layers": frozen, "bf16": True}
+        n_air = len(parts["airline_fit"])
+        assert texts[:n_air] == parts["airline_fit"]["text"].tolist()  # fit rows only: no validation row
+        assert set(texts[n_air:]) <= set(parts["semeval_fit"]["text"])
+    assert given[0][1] == given[1][1]  # A's and B's twins see the same rows in the same order
+
+
+def _record_round1_runs(monkeypatch) -> list:
+    """round1 without training: each run's (config, texts) is recorded, its registration faked."""
+    given: list = []
+    monkeypatch.setattr("models.sentiment.accurate.train_accurate",
+                        lambda texts, y, cfg, start=None, progress=None, row_weights=None:
+                        given.append((cfg, list(texts))) or (None, _Stub()))
+    monkeypatch.setattr("models.sentiment.train.register_model",
+                        lambda settings, kind, encoder, model, metrics, training, promote, check_texts:
+                        type("M", (), {"version": len(given), "training": training})())
+    return given
 
 
 class _Stub:
