@@ -72,6 +72,9 @@ SUB = "\x1f"  # terminal sub-key separator (never in a validated id)
 # per transaction, terminal sub-keys per transaction, log ids popped per transaction (plus a floor).
 CARD_SWEEP_PER_TX, TERMINAL_SWEEP_PER_TX, LOG_POPS_PER_TX, LOG_POPS_MIN = 1 / 4, 1 / 16, 4, 256
 LOG_COMPACT_MIN = 4096  # a log queue is compacted when over twice its live ids plus this
+# Log ids read at a time by an expiry pass: the head usually stops at a record still within retention, and every
+# id read past it is read again by the next pass (a whole batch's chunk at a time: ~3 reads per id popped).
+LOG_READ_STEP = 128
 _TS = struct.Struct("<d")  # a logged record starts with its transaction time
 TERMINALS_CACHED_MAX = 100_000  # terminals decoded in the worker (~1.7 KB each with 4 label partitions)
 EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
@@ -179,7 +182,7 @@ class _LogQueue:
         reached = False
         while chunks and budget > 0 and not reached:
             chunk, start = chunks[0], self.head
-            end = min(len(chunk), start + budget)
+            end = min(len(chunk), start + budget, start + LOG_READ_STEP)
             i = end
             ids = chunk[start:end]
             values = table.get_many(ids)  # most are gone already (their label came): read in bulk

@@ -751,7 +751,11 @@ class TerminalCache:
         flat = cum.reshape(-1)
         flat[at] = buckets[fits, 1]
         flat[at + 1] = buckets[fits, 2]
-        np.cumsum(cum, axis=1, out=cum)
+        # The running sums over days: each (labels, frauds) pair viewed as one complex64, whose addition is the
+        # two float32 additions, in the same order (the same bits), with days the last axis: numpy's cumsum
+        # over the middle axis of (m, days + 1, 2) costs ~2 times as much (0.26 against 0.17 ms, 520 terminals)
+        pairs = cum.view(np.complex64)[..., 0]
+        np.cumsum(pairs, axis=1, out=pairs)
         self.cum.reshape(-1, self.days + 1, 2)[r * self.cum.shape[1] + k] = cum
         if not fits.all():  # (buckets out of order or too wide: the bytes are read for this terminal)
             bad = set(r[np.unique(key[~fits])].tolist())

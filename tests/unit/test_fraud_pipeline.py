@@ -392,6 +392,31 @@ def test_log_queue_expires_across_batches_within_its_budget_and_stays_out_of_the
     assert not any(gc.is_tracked(chunk) for chunk in queue.chunks), "full collections skip the waiting ids"
 
 
+
+def test_log_queue_reads_a_step_at_a_time_up_to_the_horizon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expiry reads the head a few ids at a time: ids past the first one inside the horizon are not read."""
+    import struct
+
+    from streams.fraud import LOG_READ_STEP, _LogQueue
+    from streams.state.table import MemoryTable
+
+    table = MemoryTable()
+    queue = _LogQueue(table, 0)
+    ids = [f"t{i}" for i in range(5 * LOG_READ_STEP)]  # one batch (one chunk), times 0, 1, ...
+    table.update_many({k: struct.pack("<d", float(i)) for i, k in enumerate(ids)})
+    queue.append(ids)
+    gone = LOG_READ_STEP + 7
+    table.update_many(dict.fromkeys(ids[:gone]))  # labelled: popped from the log
+    table.flush(0)
+    reads: list[int] = []
+    get_many = table.get_many
+    monkeypatch.setattr(table, "get_many", lambda keys: reads.append(len(keys)) or get_many(keys))
+    horizon = 2 * LOG_READ_STEP + 3
+    assert queue.expire(table, 0, horizon=float(horizon), budget=10 * len(ids)) == horizon - gone
+    table.flush(0)
+    assert list(queue) == ids[horizon:] and sorted(table) == sorted(ids[horizon:])
+    assert sum(reads) <= horizon + LOG_READ_STEP, "read a step at a time, not the rest of the chunk"
+
 def _with_tables(p: FraudPipeline) -> FraudPipeline:
     import faust
 
