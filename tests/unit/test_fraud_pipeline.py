@@ -392,7 +392,6 @@ def test_log_queue_expires_across_batches_within_its_budget_and_stays_out_of_the
     assert not any(gc.is_tracked(chunk) for chunk in queue.chunks), "full collections skip the waiting ids"
 
 
-
 def test_log_queue_reads_a_step_at_a_time_up_to_the_horizon(monkeypatch: pytest.MonkeyPatch) -> None:
     """Expiry reads the head a few ids at a time: ids past the first one inside the horizon are not read."""
     import struct
@@ -416,6 +415,7 @@ def test_log_queue_reads_a_step_at_a_time_up_to_the_horizon(monkeypatch: pytest.
     table.flush(0)
     assert list(queue) == ids[horizon:] and sorted(table) == sorted(ids[horizon:])
     assert sum(reads) <= horizon + LOG_READ_STEP, "read a step at a time, not the rest of the chunk"
+
 
 def _with_tables(p: FraudPipeline) -> FraudPipeline:
     import faust
