@@ -34,6 +34,7 @@ metrics of both models, and fed to the error drift detector.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import struct
@@ -55,7 +56,7 @@ from models.fraud.features import DAY, FEATURES, FeatureEngine, TerminalCache, T
 from models.fraud.online import OnlineFraudModel, Prequential
 
 from . import metrics
-from .batching import Output
+from .batching import HeldBatches, Output
 from .model_slot import ModelSlot
 from .pipeline import Group, Pipeline
 from .records import InvalidRecord, Transaction, dumps, parse_transaction
@@ -78,6 +79,9 @@ LOG_READ_STEP = 128
 _TS = struct.Struct("<d")  # a logged record starts with its transaction time
 TERMINALS_CACHED_MAX = 100_000  # terminals decoded in the worker (~1.7 KB each with 4 label partitions)
 EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
+# Labels held while their transactions are not scored yet (a backlog of both topics): past this many the
+# label partitions are paused until half are applied; held batches are retried this often.
+LABELS_HELD_MAX, LABELS_RETRY_S = 200_000, 0.05
 QUALITY_EVERY_S = 15.0  # rolling AUCs (~50 ms each: a pass over 20,000 labels) exported at most this often
 
 
@@ -281,6 +285,15 @@ class _SubKeys(MutableMapping[str, bytes]):
         raise NotImplementedError
 
 
+class _LabelWait:
+    """A held label batch: its raw labels, and since when its partition's transactions have not moved."""
+
+    __slots__ = ("raws", "seen", "since")
+
+    def __init__(self, raws: list[bytes | None], seen: int | None) -> None:
+        self.raws, self.seen, self.since = raws, seen, time.monotonic()
+
+
 class FraudPipeline(Pipeline):
     name = "fraud"
     parse = staticmethod(parse_transaction)
@@ -302,6 +315,7 @@ class FraudPipeline(Pipeline):
         self.terminals: Any = MemoryTable()
         self.clock: dict[int, float] = {}  # partition -> feature time (latest transaction ts seen, scaled)
         self.last_offset: dict[int, int] = {}  # partition -> offset of the latest transaction scored
+        self.label_clock: dict[int, float] = {}  # partition -> latest transaction time (scaled) a label joined
         # Terminals' sub-states decoded (TerminalCache): the table's sub-keys as read once, then kept up to
         # date by this worker's label writes (the only writer of its partitions' sub-keys) and expiry;
         # dropped entirely when partitions move (recovery writes sub-keys behind our back)
@@ -451,6 +465,7 @@ class FraudPipeline(Pipeline):
         for g, a, b in zip(groups, bounds, bounds[1:]):
             clock = max(self.clock.get(g.partition, 0.0), float(ts[a:b].max()))
             self.clock[g.partition] = clock
+            self.label_clock.setdefault(g.partition, float(ts[a:b].min()))  # no label yet: as if one came now
             clocks.append(clock)
 
         # Log what a label will need (features, scores), once per transaction.
@@ -545,7 +560,7 @@ class FraudPipeline(Pipeline):
 
     def _expire(self, partition: int, clock: float, engine: FeatureEngine, n: int) -> None:
         """Drop, a slice per batch, logged records past retention and cards/terminals no feature needs."""
-        horizon = clock - self.settings.fraud_log_retention_days * DAY
+        horizon = self._log_horizon(partition, clock, engine.delay)
         # The log in time order (one record per transaction); cards and terminals, which change far more
         # slowly, a slice of keys per batch (a pass over them spans many batches).
         self._log_queue(partition).expire(self.scored, partition, horizon, LOG_POPS_PER_TX * n + LOG_POPS_MIN)
@@ -553,6 +568,25 @@ class FraudPipeline(Pipeline):
                          int(n * CARD_SWEEP_PER_TX) + 1)
         self.terminals.sweep(partition, lambda k, v: self._terminal_gone(k, v, engine, clock),
                              int(n * TERMINAL_SWEEP_PER_TX) + 1)
+
+    def _log_horizon(self, partition: int, clock: float, delay_days: int) -> float:
+        """Logged records of ``partition`` before this time are dropped: ``fraud_log_retention_days`` before
+        the transactions' clock, unless the labels lag behind it.
+
+        Labels come in about the order of their transactions' times; those joined so far reached
+        ``label_clock``. When both topics are replayed from a backlog the transactions may run days ahead
+        of the labels (their stream queues alone hold up to 10 days of the handbook's traffic), and
+        records whose labels are still on their way would go. So a record stays while the labels have not
+        come within ``retention - delay`` of it (steady state, labels ``delay`` behind: the same time), at
+        most twice the retention (labels that stopped coming must not keep the log forever; before the
+        first label, the partition's first transaction stands for it).
+        """
+        retention = self.settings.fraud_log_retention_days * DAY
+        horizon = clock - retention
+        labelled = self.label_clock.get(partition)
+        if labelled is not None:
+            horizon = max(min(horizon, labelled - (retention - delay_days * DAY)), clock - 2 * retention)
+        return horizon
 
     def _log_queue(self, partition: int) -> _LogQueue:
         queue = self._logs.get(partition)
@@ -650,6 +684,7 @@ class FraudPipeline(Pipeline):
         if recs:
             self._labels["joined"].inc(len(recs))
             rec = logged.unpack(recs, len(FEATURES))
+            self.label_clock[partition] = max(self.label_clock.get(partition, -math.inf), float(rec.ts.max()))
             y = np.asarray(ys, dtype=bool)
             meta = self.slot.scorer.meta if self.slot.scorer is not None else None
             scale = time_scale(meta)
@@ -692,15 +727,15 @@ class FraudPipeline(Pipeline):
         reached = max(done if done is not None else -1, committed if committed is not None else -1)
         return reached + 1 < high
 
-    async def _await_transactions(self, app: Any, raws: Sequence[bytes | None], partition: int) -> None:
-        """Labels racing ahead of their transactions (both topics replayed from a backlog) wait for them,
-        at most ``fraud_label_wait_s``; a label whose transaction never comes is counted ``missing``."""
-        import asyncio
-
-        deadline = time.monotonic() + self.settings.fraud_label_wait_s
-        while (self.transactions_behind(app, partition) and self.unmatched(raws)  # the cheap check first
-               and time.monotonic() < deadline):
-            await asyncio.sleep(0.05)
+    def _labels_ready(self, app: Any, partition: int, wait: _LabelWait, now: float) -> bool:
+        """Whether a held label batch can be applied: its transactions are all scored, or its partition's
+        transactions are not behind, or they have not moved for ``fraud_label_wait_s`` (then a label whose
+        transaction never came counts ``missing``)."""
+        done = self.last_offset.get(partition)
+        if done != wait.seen:
+            wait.seen, wait.since = done, now
+        return (now - wait.since >= self.settings.fraud_label_wait_s
+                or not self.transactions_behind(app, partition) or not self.unmatched(wait.raws))
 
     # --- wiring ---------------------------------------------------------------------------------
 
@@ -722,21 +757,60 @@ class FraudPipeline(Pipeline):
         emitter = Emitter(app)
         feedback = BatchTopic(app, topics=[self.topics.feedback], acks=True)
 
+        # Labels that overtook their transactions are held, not awaited in the agent: an agent that waits
+        # stops the fetch loop that would bring the transactions (see streams.batching.held).
+        held: HeldBatches[_LabelWait] = HeldBatches()
+        self._held_labels = held
+        applying = asyncio.Lock()
+        paused: set[Any] = set()  # label partitions paused while too many labels are held
+        inflight: deque[asyncio.Future] = deque()  # label batches whose outputs await the broker's acks
+
+        async def complete(batch: Any, delivery: Any) -> None:
+            await delivery  # acked before the labels' offsets can commit
+            batch.mark_complete()
+
+        async def apply_held() -> None:
+            async with applying:
+                now = time.monotonic()
+                for batch, wait in held.take(lambda b, w: self._labels_ready(app, b.partition, w, now)):
+                    if batch.generation_id != app.consumer_generation_id:
+                        continue  # fetched before a rebalance: re-delivered from the committed offset
+                    outputs = self.process_labels(wait.raws, batch.partition, time.time())
+                    if outputs:
+                        inflight.append(asyncio.ensure_future(complete(batch, await emitter.enqueue(
+                            outputs, batch.partition))))
+                    else:
+                        batch.mark_complete()
+                while inflight and (inflight[0].done() or len(inflight) > self.settings.max_inflight_batches):
+                    await inflight.popleft()
+            if not paused and len(held) > LABELS_HELD_MAX:
+                paused.update(tp for tp in app.consumer.assignment() if tp.topic == self.topics.feedback)
+                app.consumer.pause_partitions(paused)
+            elif paused and len(held) <= LABELS_HELD_MAX // 2:
+                app.consumer.resume_partitions(paused & app.consumer.assignment())
+                paused.clear()
+
         async def fraud_labels(stream: Any) -> None:
             async for batch in stream:
-                raws = [r.value for r in batch.records]
-                await self._await_transactions(app, raws, batch.partition)
-                outputs = self.process_labels(raws, batch.partition, time.time())
-                if outputs:
-                    await emitter.send(outputs, batch.partition)  # acked before the labels' offsets commit
-                batch.mark_complete()
+                held.hold(batch, _LabelWait([r.value for r in batch.records], self.last_offset.get(batch.partition)))
+                await apply_held()
 
         app.agent(feedback, name="lepton.fraud_labels")(fraud_labels)
+
+        async def fraud_held_labels() -> None:
+            if len(held):
+                await apply_held()
+
+        app.timer(LABELS_RETRY_S)(fraud_held_labels)
 
         async def forget_merged(*_: Any, **__: Any) -> None:
             if self._tcache is not None:
                 self._tcache.clear()
             self._logs.clear()  # recovery may have restored logged records: queues start again from the table
+            held.clear()  # uncommitted: the new assignment re-delivers them
+            if paused:
+                app.consumer.resume_partitions(paused & app.consumer.assignment())
+                paused.clear()
 
         self._forget_merged = forget_merged  # a signal holds its receivers weakly
         app.on_partitions_assigned.connect(forget_merged)

@@ -82,8 +82,9 @@ class Settings(BaseSettings):
         3600.0, ge=0, description="Event time after a drift detection during which the same signal raises no new one.")
     fraud_explain_top: int = Field(3, ge=1, description="Features named in a fraud alert's explanation.")
     fraud_label_wait_s: float = Field(
-        30.0, ge=0, description="A label whose transaction is not scored yet waits this long while the "
-        "transactions of its partition are behind (both replayed from a backlog).")
+        30.0, ge=0, description="A label whose transaction is not scored yet is held (uncommitted) while the "
+        "transactions of its partition are behind (both replayed from a backlog), until they have not moved "
+        "for this long; then it counts as missing.")
 
     # --- Sentiment -------------------------------------------------------------
     sentiment_challenger: str = Field(

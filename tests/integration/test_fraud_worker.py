@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from connectors.admin import ensure_topics
@@ -113,3 +114,36 @@ def test_scores_labels_online_learning_and_restart(fraud_deployment: Deployment)
     finally:
         scores.close()
 
+
+
+def test_labels_ahead_of_their_transactions_are_held_without_stalling_the_worker(
+        fraud_deployment: Deployment) -> None:
+    """A backlog whose labels come before their transactions (both topics full when the worker starts).
+
+    Batches of 10 make 300 label batches, far more than a stream queue holds (64): a label agent
+    that waited for the transactions inside its loop filled its queue, blocked the fetch loop that
+    would bring them, and let each batch time out (30 s) with its labels counted missing.
+    """
+    d = fraud_deployment
+    settings = Settings(home=d.home, topic_prefix=d.prefix, partitions=d.partitions)
+    frame = TransactionGenerator(seed=11, start_ts=time.time() - 2 * 86_400).batch(N)
+    labels = [(card.encode(), orjson.dumps({"id": i, "is_fraud": bool(y)}))
+              for i, card, y in zip(frame["id"], frame["card"], frame["label"])]
+    d.produce("fraud-labels", labels)
+    produce(settings, d.bootstrap, "fraud", iter(frame.drop(columns=["label"]).to_dict("records")), progress=False)
+
+    worker = d.worker(LEPTON_MAX_BATCH="10", LEPTON_FRAUD_LABEL_WAIT_S="30").start()
+    scores = TopicReader(d.bootstrap, d.topic("fraud-scores"), d.partitions)
+    try:
+        wait_for(lambda: len({v["id"] for v in scores.poll()}) >= N, 120, f"{N} distinct scores")
+
+        def joined() -> float:
+            body = worker.get("/metrics")[1]
+            return metric(body, "lepton_labels_total", pipeline="fraud", outcome="joined") >= N
+
+        wait_for(joined, 60, "every label joined", every=0.5)
+        body = worker.get("/metrics")[1]
+        assert metric(body, "lepton_labels_total", pipeline="fraud", outcome="missing") == 0
+        wait_for(lambda: all(v for v in d.committed("fraud-labels").values()), 30, "label offsets committed")
+    finally:
+        scores.close()

@@ -94,10 +94,34 @@ def test_labels_join_learn_apply_once_and_expire(home: Path, tmp_path: Path) -> 
     # Labels make the terminal features move for later transactions at those terminals.
     later = scores(p.process([Transaction("late", T0 + 8 * DAY, "c1", "m0", 20.0)], T0))
     assert later["late"]["probability"] >= 0
-    # Event time passes the retention: the 100 unlabelled records expire, a slice per batch.
+    # Event time passes the retention, but the labels stopped short of it: the 100 unlabelled records wait
+    # (they may still come), until twice the retention; then they expire, a slice per batch.
+    p.process_batch(txs(10, "w", start=T0 + 9 * DAY), list(range(900, 910)), 0, T0)
+    assert len([k for k in p.scored if k.startswith("t")]) == 100
     for k in range(5):
-        p.process_batch(txs(10, f"x{k}", start=T0 + 9 * DAY), list(range(1000 + 10 * k, 1010 + 10 * k)), 0, T0)
-    assert not [k for k in p.scored if k.startswith("t")], "records past retention are gone"
+        p.process_batch(txs(10, f"x{k}", start=T0 + 17 * DAY), list(range(1000 + 10 * k, 1010 + 10 * k)), 0, T0)
+    assert not [k for k in p.scored if k.startswith("t")], "records past twice the retention are gone"
+
+
+def test_labels_days_behind_their_transactions_still_join(home: Path, tmp_path: Path) -> None:
+    """Both topics replayed from a backlog: the transactions run days ahead of the labels."""
+    p = pipeline(home, tmp_path)  # retention 10 days, the model's label delay 7
+    batches = [txs(100, f"d{day}-", start=T0 + day * DAY, step=600.0) for day in range(16)]
+    for day, batch in enumerate(batches):
+        p.process_batch(batch, list(range(100 * day, 100 * day + 100)), 0, T0)
+        if day == 13:  # the labels of the first day come while the transactions are 13 days on
+            p.process_labels([json.dumps({"id": t.id, "is_fraud": False}).encode() for t in batches[0]], 0, T0)
+    assert p.champion_quality.get()["labels"] == 100
+    assert all(f"d{day}-0" in p.scored for day in range(1, 16)), "records past retention wait for their labels"
+    late = [json.dumps({"id": t.id, "is_fraud": False}).encode() for batch in batches[1:] for t in batch]
+    p.process_labels(late, 0, T0)
+    assert p.champion_quality.get()["labels"] == 1600, "every label joined"
+    # Labels caught up (they reached day 15.7): the usual horizon, 10 days behind the transactions' clock.
+    assert p._log_horizon(0, T0 + 16 * DAY, 7) == T0 + 6 * DAY
+    assert p._log_horizon(0, T0 + 18 * DAY, 7) == T0 + 8 * DAY
+    p.label_clock[0] = T0 + 2 * DAY  # labels lag: records within 3 days of them stay, at most 20 days
+    assert p._log_horizon(0, T0 + 16 * DAY, 7) == T0 - DAY
+    assert p._log_horizon(0, T0 + 30 * DAY, 7) == T0 + 10 * DAY
 
 
 def test_alerts_name_the_features_that_drove_the_score(home: Path, tmp_path: Path) -> None:
