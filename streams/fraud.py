@@ -79,9 +79,7 @@ LOG_READ_STEP = 128
 _TS = struct.Struct("<d")  # a logged record starts with its transaction time
 TERMINALS_CACHED_MAX = 100_000  # terminals decoded in the worker (~1.7 KB each with 4 label partitions)
 EXPLAIN_MAX = 200  # alerts explained per batch (the rest name no features)
-# Labels held while their transactions are not scored yet (a backlog of both topics): past this many the
-# label partitions are paused until half are applied; held batches are retried this often.
-LABELS_HELD_MAX, LABELS_RETRY_S = 200_000, 0.05
+LABELS_RETRY_S = 0.05  # how often held labels (a backlog of both topics) are retried
 QUALITY_EVERY_S = 15.0  # rolling AUCs (~50 ms each: a pass over 20,000 labels) exported at most this often
 
 
@@ -285,6 +283,20 @@ class _SubKeys(MutableMapping[str, bytes]):
         raise NotImplementedError
 
 
+def _behind(app: Any, topic: str, partition: int, done: int | None) -> bool:
+    """True while the worker has not reached the end of ``topic``'s ``partition`` (``done``: the last offset it
+    processed, if any); also before anything of it was fetched."""
+    from faust.types import TP
+
+    tp = TP(topic, partition)
+    high = app.consumer.highwater(tp)
+    if high is None:  # nothing fetched yet
+        return True
+    committed = getattr(app.consumer, "_committed_offset", {}).get(tp)  # the last offset committed
+    reached = max(done if done is not None else -1, committed if committed is not None else -1)
+    return reached + 1 < high
+
+
 class _LabelWait:
     """A held label batch: its raw labels, and since when its partition's transactions have not moved."""
 
@@ -316,6 +328,7 @@ class FraudPipeline(Pipeline):
         self.clock: dict[int, float] = {}  # partition -> feature time (latest transaction ts seen, scaled)
         self.last_offset: dict[int, int] = {}  # partition -> offset of the latest transaction scored
         self.label_clock: dict[int, float] = {}  # partition -> latest transaction time (scaled) a label joined
+        self.labels_behind: set[int] = set()  # partitions whose labels topic has a backlog (set by the worker)
         # Terminals' sub-states decoded (TerminalCache): the table's sub-keys as read once, then kept up to
         # date by this worker's label writes (the only writer of its partitions' sub-keys) and expiry;
         # dropped entirely when partitions move (recovery writes sub-keys behind our back)
@@ -577,15 +590,18 @@ class FraudPipeline(Pipeline):
         ``label_clock``. When both topics are replayed from a backlog the transactions may run days ahead
         of the labels (their stream queues alone hold up to 10 days of the handbook's traffic), and
         records whose labels are still on their way would go. So a record stays while the labels have not
-        come within ``retention - delay`` of it (steady state, labels ``delay`` behind: the same time), at
-        most twice the retention (labels that stopped coming must not keep the log forever; before the
-        first label, the partition's first transaction stands for it).
+        come within ``retention - delay`` of it (steady state, labels ``delay`` behind: the same time). While
+        the labels topic has a backlog (``labels_behind``, kept by the worker) that is all; otherwise at most
+        twice the retention (labels that stopped coming must not keep the log forever). Before the first
+        label, the partition's first transaction stands for it.
         """
         retention = self.settings.fraud_log_retention_days * DAY
         horizon = clock - retention
         labelled = self.label_clock.get(partition)
         if labelled is not None:
-            horizon = max(min(horizon, labelled - (retention - delay_days * DAY)), clock - 2 * retention)
+            horizon = min(horizon, labelled - (retention - delay_days * DAY))
+            if partition not in self.labels_behind:
+                horizon = max(horizon, clock - 2 * retention)
         return horizon
 
     def _log_queue(self, partition: int) -> _LogQueue:
@@ -716,16 +732,7 @@ class FraudPipeline(Pipeline):
 
     def transactions_behind(self, app: Any, partition: int) -> bool:
         """True while this partition's transactions are not all scored yet (a backlog after a restart)."""
-        from faust.types import TP
-
-        tp = TP(self.topics.input, partition)
-        high = app.consumer.highwater(tp)
-        if high is None:  # nothing fetched yet
-            return True
-        done = self.last_offset.get(partition)
-        committed = getattr(app.consumer, "_committed_offset", {}).get(tp)  # the last offset committed
-        reached = max(done if done is not None else -1, committed if committed is not None else -1)
-        return reached + 1 < high
+        return _behind(app, self.topics.input, partition, self.last_offset.get(partition))
 
     def _labels_ready(self, app: Any, partition: int, wait: _LabelWait, now: float) -> bool:
         """Whether a held label batch can be applied: its transactions are all scored, or its partition's
@@ -762,7 +769,7 @@ class FraudPipeline(Pipeline):
         held: HeldBatches[_LabelWait] = HeldBatches()
         self._held_labels = held
         applying = asyncio.Lock()
-        paused: set[Any] = set()  # label partitions paused while too many labels are held
+        applied: dict[int, int] = {}  # partition -> last label offset applied
         inflight: deque[asyncio.Future] = deque()  # label batches whose outputs await the broker's acks
 
         async def complete(batch: Any, delivery: Any) -> None:
@@ -776,6 +783,7 @@ class FraudPipeline(Pipeline):
                     if batch.generation_id != app.consumer_generation_id:
                         continue  # fetched before a rebalance: re-delivered from the committed offset
                     outputs = self.process_labels(wait.raws, batch.partition, time.time())
+                    applied[batch.partition] = batch.last_offset
                     if outputs:
                         inflight.append(asyncio.ensure_future(complete(batch, await emitter.enqueue(
                             outputs, batch.partition))))
@@ -783,12 +791,6 @@ class FraudPipeline(Pipeline):
                         batch.mark_complete()
                 while inflight and (inflight[0].done() or len(inflight) > self.settings.max_inflight_batches):
                     await inflight.popleft()
-            if not paused and len(held) > LABELS_HELD_MAX:
-                paused.update(tp for tp in app.consumer.assignment() if tp.topic == self.topics.feedback)
-                app.consumer.pause_partitions(paused)
-            elif paused and len(held) <= LABELS_HELD_MAX // 2:
-                app.consumer.resume_partitions(paused & app.consumer.assignment())
-                paused.clear()
 
         async def fraud_labels(stream: Any) -> None:
             async for batch in stream:
@@ -798,6 +800,10 @@ class FraudPipeline(Pipeline):
         app.agent(feedback, name="lepton.fraud_labels")(fraud_labels)
 
         async def fraud_held_labels() -> None:
+            feedback = self.topics.feedback
+            self.labels_behind = {tp.partition for tp in app.consumer.assignment()
+                                  if tp.topic == feedback and _behind(app, feedback, tp.partition,
+                                                                      applied.get(tp.partition))}
             if len(held):
                 await apply_held()
 
@@ -808,9 +814,7 @@ class FraudPipeline(Pipeline):
                 self._tcache.clear()
             self._logs.clear()  # recovery may have restored logged records: queues start again from the table
             held.clear()  # uncommitted: the new assignment re-delivers them
-            if paused:
-                app.consumer.resume_partitions(paused & app.consumer.assignment())
-                paused.clear()
+            applied.clear()
 
         self._forget_merged = forget_merged  # a signal holds its receivers weakly
         app.on_partitions_assigned.connect(forget_merged)

@@ -122,6 +122,8 @@ def test_labels_days_behind_their_transactions_still_join(home: Path, tmp_path: 
     p.label_clock[0] = T0 + 2 * DAY  # labels lag: records within 3 days of them stay, at most 20 days
     assert p._log_horizon(0, T0 + 16 * DAY, 7) == T0 - DAY
     assert p._log_horizon(0, T0 + 30 * DAY, 7) == T0 + 10 * DAY
+    p.labels_behind = {0}  # ... unless the labels topic has a backlog: they are on their way
+    assert p._log_horizon(0, T0 + 30 * DAY, 7) == T0 - DAY
 
 
 def test_alerts_name_the_features_that_drove_the_score(home: Path, tmp_path: Path) -> None:
