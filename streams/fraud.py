@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, MutableMapping
 from itertools import compress, repeat
-from operator import is_not
+from operator import is_, is_not
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -298,12 +298,14 @@ def _behind(app: Any, topic: str, partition: int, done: int | None) -> bool:
 
 
 class _LabelWait:
-    """A held label batch: its raw labels, and since when its partition's transactions have not moved."""
+    """A held label batch: its raw labels, since when its partition's transactions have not moved, and
+    the ids still waiting for their transaction (None: not checked yet)."""
 
-    __slots__ = ("raws", "seen", "since")
+    __slots__ = ("raws", "seen", "since", "waiting")
 
     def __init__(self, raws: list[bytes | None], seen: int | None) -> None:
         self.raws, self.seen, self.since = raws, seen, time.monotonic()
+        self.waiting: list[str] | None = None
 
 
 class FraudPipeline(Pipeline):
@@ -719,16 +721,18 @@ class FraudPipeline(Pipeline):
         outputs += self.cards.flush(partition) + self.terminals.flush(partition) + self.scored.flush(partition)
         return outputs
 
-    def unmatched(self, raws: Sequence[bytes | None]) -> int:
-        """Valid labels whose scored transaction is not (yet) in the log."""
-        missing = 0
+    def unmatched(self, raws: Sequence[bytes | None]) -> list[str]:
+        """The ids of valid labels whose scored transaction is not (yet) in the log."""
+        ids = []
         for raw in raws:
             try:
-                tx_id, _ = parse_label(raw)
+                ids.append(parse_label(raw)[0])
             except InvalidRecord:
                 continue
-            missing += self.scored.get(tx_id) is None
-        return missing
+        return self._not_logged(ids)
+
+    def _not_logged(self, ids: list[str]) -> list[str]:
+        return list(compress(ids, map(is_, self.scored.get_many(ids), repeat(None))))
 
     def transactions_behind(self, app: Any, partition: int) -> bool:
         """True while this partition's transactions are not all scored yet (a backlog after a restart)."""
@@ -741,8 +745,11 @@ class FraudPipeline(Pipeline):
         done = self.last_offset.get(partition)
         if done != wait.seen:
             wait.seen, wait.since = done, now
-        return (now - wait.since >= self.settings.fraud_label_wait_s
-                or not self.transactions_behind(app, partition) or not self.unmatched(wait.raws))
+        if now - wait.since >= self.settings.fraud_label_wait_s or not self.transactions_behind(app, partition):
+            return True
+        # The labels parsed once; afterwards only those still waiting are looked up (a backlog checks often).
+        wait.waiting = self.unmatched(wait.raws) if wait.waiting is None else self._not_logged(wait.waiting)
+        return not wait.waiting
 
     # --- wiring ---------------------------------------------------------------------------------
 
