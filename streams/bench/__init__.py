@@ -346,7 +346,8 @@ class _Session:
             consumer.close()
 
     # processes ----------------------------------------------------------------------------
-    def start(self, variant: str, pipeline: str, prefix: str, tag: str) -> tuple[subprocess.Popen, Path]:
+    def start(self, variant: str, pipeline: str, prefix: str, tag: str,
+              env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
         env = dict(
             os.environ,
             LEPTON_KAFKA_BOOTSTRAP=self.bootstrap,
@@ -360,6 +361,7 @@ class _Session:
             LEPTON_LOG_LEVEL="WARNING",
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         )
+        env.update(env_extra or {})
         log = self.logs / f"{tag}.log"
         cmd = variant_command(variant, pipeline, self.quix_python)
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
@@ -402,23 +404,34 @@ class _Session:
 
         Rarely: each poll is a short-lived client, and the timing comes from the records, not from here.
         """
-        seen, last_change = -1, time.monotonic()
+        end: dict[int, int] = {}
         with self.progress(what, expected) as update:
-            while True:
-                end = self.end_offsets(topic)
+            def outputs() -> tuple[bool, int, str]:
+                end.update(self.end_offsets(topic))
                 count = sum(e - start.get(p, 0) for p, e in end.items())
                 update(count)
-                if count >= expected:
-                    return end
-                if count != seen:
-                    seen, last_change = count, time.monotonic()
-                if proc.poll() is not None:
-                    raise BenchError(f"{what}: the process exited ({proc.returncode}) after {count:,}/{expected:,} "
-                                     f"outputs; log {log}:\n{self.tail(log)}")
-                if time.monotonic() - last_change > stall_s:
-                    raise BenchError(f"{what}: no new output for {stall_s:.0f}s at {count:,}/{expected:,}; "
-                                     f"log {log}:\n{self.tail(log)}")
-                time.sleep(poll_s)
+                return count >= expected, count, f"{count:,}/{expected:,} outputs"
+
+            self.wait_progress(proc, log, what, outputs, stall_s, poll_s)
+        return end
+
+    def wait_progress(self, proc: subprocess.Popen, log: Path, what: str, probe: Callable[[], tuple[bool, Any, str]],
+                      stall_s: float = STALL_S, poll_s: float = 1.0) -> None:
+        """Call ``probe`` (→ done, a progress value, a description) until done; fail when the process
+        exits or the progress value stays the same for ``stall_s``."""
+        seen, last_change = None, time.monotonic()
+        while True:
+            done, progress, state = probe()
+            if done:
+                return
+            if progress != seen:
+                seen, last_change = progress, time.monotonic()
+            if proc.poll() is not None:
+                raise BenchError(f"{what}: the process exited ({proc.returncode}) at {state}; log {log}:\n"
+                                 f"{self.tail(log)}")
+            if time.monotonic() - last_change > stall_s:
+                raise BenchError(f"{what}: no progress for {stall_s:.0f}s at {state}; log {log}:\n{self.tail(log)}")
+            time.sleep(poll_s)
 
     # throughput ---------------------------------------------------------------------------
     def throughput(self, pipeline: str, variant: str, run: int, expected: int) -> RunResult:

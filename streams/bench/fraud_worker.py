@@ -1,0 +1,223 @@
+"""Throughput of a whole fraud worker *with its labels*: ``lepton worker --pipelines fraud`` on a broker.
+
+``lepton bench`` measures the worker on transactions alone, and
+:mod:`streams.bench.fraud_process` the pipeline's own code in one process. This
+is what a user's worker does when it catches up a backlog: Kafka in and out,
+JSON, the batch runtime, the three state tables and their changelogs, and the
+labels (``fraud-labels``, ``label_delay_days`` late in event time) joined,
+applied and learnt by the River challenger as they come.
+
+Each run fills both topics, as ``lepton produce fraud --source FILE
+--label-delay-days D`` sends them (a file's transactions in time order, each
+label once the event-time clock passes its transaction's time plus the delay;
+without a file, the synthetic generator at the handbook's pace), on a fresh
+embedded broker (it slows as it fills) unless ``LEPTON_KAFKA_BOOTSTRAP`` names
+one; then it starts a fresh worker (fresh consumer group, tables and
+online-model checkpoint; the registered model of ``LEPTON_HOME``) that reads
+everything from the start, and stops it once its group has committed both
+topics to their ends. Measured after the fact, as ``lepton bench`` does:
+
+* the span from the first output record to the last record the worker wrote
+  (scores, or the changelog tombstone of the last label it joined), from the
+  records' producer timestamps: start-up and the group join are excluded;
+* transactions per second over that span, and the worker's CPU seconds (from
+  ``/proc``) over it per 1,000 transactions, labels included;
+* labels joined / missing from the worker's own ``/metrics``.
+
+    python -m streams.bench.fraud_worker [FILE] [--rows 400000] [--label-delay-days 7] [--runs 3] [--json OUT]
+
+The machine is shared: the CPU figure moves less with other load than the
+wall-clock rate, which also counts the broker on the other core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..settings import Settings
+from . import _CpuSampler, _free_port, _git_revision, _loadavg, _machine, _Session
+
+POLL_S = 0.5  # how often the harness asks for the group's lag (a short-lived admin client each time)
+
+
+@dataclass
+class WorkerRun:
+    run: int
+    transactions: int
+    labels_joined: int
+    labels_missing: int
+    seconds: float  # first output record to the last record the worker wrote
+    transactions_per_s: float
+    cpu_s_per_1k: float  # the worker's CPU over the span, per 1,000 transactions (labels included)
+    transactions_per_cpu_s: float
+    startup_s: float  # process start to its first output (not in the span)
+    loadavg: float
+
+
+def events_and_labels(source: str | None, rows: int) -> Iterator[tuple[dict[str, Any], Any]]:
+    """``(transaction, is_fraud)`` pairs: a file replayed in time order, else the synthetic generator
+    at the handbook's pace (about 10,000 transactions a simulated day)."""
+    if source:
+        from connectors.replay import read_events_from
+
+        return itertools.islice(read_events_from("fraud", source), rows)
+    from connectors.generators import TransactionGenerator
+
+    # Ending about now: a worker refuses event times more than a day ahead of its clock.
+    days = rows / TransactionGenerator(seed=0).events_per_day + 1
+    start = (time.time() // 86_400.0 - days // 1 - 1) * 86_400.0
+    return itertools.islice(iter(TransactionGenerator(seed=0, start_ts=start)), rows)
+
+
+def fill(settings: Settings, bootstrap: str, source: str | None, rows: int, label_delay_days: float) -> int:
+    """Send the transactions and their labels (as ``lepton produce`` does); returns the labels sent."""
+    from connectors.producer import produce, unzip
+
+    events, labels = unzip(events_and_labels(source, rows))
+    produce(settings, bootstrap, "fraud", events, labels=labels, label_delay_s=label_delay_days * 86_400.0,
+            progress=True)
+    topics = settings.topics.pipeline("fraud")
+    session = _bare_session(settings, bootstrap)
+    return sum(session.end_offsets(topics.feedback).values())
+
+
+def _bare_session(settings: Settings, bootstrap: str, logs: Path | None = None) -> _Session:
+    return _Session(settings, bootstrap, settings.topic_prefix, logs or Path(tempfile.gettempdir()), None,
+                    echo=lambda msg: None, show_progress=False)
+
+
+def _labels_counted(port: int) -> dict[str, int]:
+    """``lepton_labels_total`` by outcome, from the worker's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("lepton_labels_total{") and 'pipeline="fraud"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def _caught_up(session: _Session, group: str, topics: list[str], expected: int,
+               output: str) -> Callable[[], tuple[bool, Any, str]]:
+    """A probe for :meth:`_Session.wait_progress`: ``group`` has committed every partition of ``topics`` to
+    its end, and ``expected`` outputs exist."""
+    from connectors.admin import group_lag
+
+    def probe() -> tuple[bool, Any, str]:
+        lag = group_lag(session.bootstrap, group, topics, settings=session.settings)
+        behind = sum(p.lag for t in topics for p in lag.get(t, {}).values()) if len(lag) == len(topics) else None
+        outputs = sum(session.end_offsets(output).values())
+        return behind == 0 and outputs >= expected, (behind, outputs), \
+            f"{outputs:,}/{expected:,} outputs, {behind} records not committed"
+
+    return probe
+
+
+def _last_stamp(session: _Session, topic: str) -> float:
+    """The latest producer timestamp (s) among the last record of each partition of ``topic``."""
+    end = session.end_offsets(topic)
+    stamps = [ts for ts, _ in session.read(topic, {p: e - 1 for p, e in end.items() if e}, end, values=False)]
+    return max(stamps) / 1000.0 if stamps else float("-inf")
+
+
+def run_once(settings: Settings, bootstrap: str, run: int, transactions: int, logs: Path) -> WorkerRun:
+    """One fresh worker over both topics, from the start; see the module doc for what is measured."""
+    session = _bare_session(settings, bootstrap, logs)
+    topics = settings.topics.pipeline("fraud")
+    app_id = f"benchw{run}-{int(time.time() * 1000)}"
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="lepton-benchw-") as home:
+        # The registered models, a state directory of its own (the online model's checkpoint starts empty).
+        (Path(home) / "models").symlink_to(settings.models_dir.resolve())
+        launched = time.time()
+        proc, log = session.start("lepton", "fraud", settings.topic_prefix, f"fraud-worker-run{run}",
+                                  {"LEPTON_APP_ID": app_id, "LEPTON_HOME": home, "LEPTON_METRICS_PORT": str(port)})
+        sampler = _CpuSampler(proc.pid)
+        sampler.start()
+        try:
+            session.wait_progress(proc, log, "the fraud worker", _caught_up(
+                session, app_id, [topics.input, topics.feedback], transactions, topics.output), poll_s=POLL_S)
+            counted = _labels_counted(port)
+        finally:
+            sampler.stop()
+            session.stop(proc, wait=True)
+    end = session.end_offsets(topics.output)
+    first = min(ts for ts, _ in session.read(topics.output, {}, end, values=False)) / 1000.0
+    changelog = f"{app_id}-fraud-scored-changelog"  # a joined label's tombstone goes here
+    last = max(_last_stamp(session, topics.output), _last_stamp(session, changelog))
+    span = max(last - first, 1e-3)
+    cpu = sampler.at(last) - sampler.at(first)
+    return WorkerRun(run, transactions, counted.get("joined", 0), counted.get("missing", 0), span,
+                     transactions / span, cpu / transactions * 1000.0, transactions / cpu if cpu > 0 else float("nan"),
+                     first - launched, _loadavg())
+
+
+def run_bench(settings: Settings, source: str | None, rows: int, label_delay_days: float, runs: int,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """``runs`` times: fill fresh topics (on the embedded broker, a fresh broker: it slows as it fills),
+    run a fresh worker over them; the result (medians and every run) as a dict."""
+    from ..kafka_session import kafka
+
+    stamp = f"{settings.topic_prefix}benchw{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = settings.model_copy(update={"home": settings.home.resolve()})
+    logs = settings.home / "bench" / stamp
+    logs.mkdir(parents=True, exist_ok=True)
+    results, sent = [], []
+    for run in range(runs):
+        run_settings = settings.model_copy(update={"topic_prefix": f"{stamp}-{run}."})
+        with kafka(run_settings, create_topics=False) as bootstrap:
+            started = time.time()
+            labels = fill(run_settings, bootstrap, source, rows, label_delay_days)
+            transactions = sum(_bare_session(run_settings, bootstrap).end_offsets(
+                run_settings.topics.pipeline("fraud").input).values())
+            sent.append((transactions, labels))
+            echo(f"filled {transactions:,} transactions and {labels:,} labels ({label_delay_days:g} days late) "
+                 f"in {time.time() - started:.0f} s")
+            r = run_once(run_settings, bootstrap, run, transactions, logs)
+        results.append(r)
+        echo(f"  run {run + 1}/{runs}: {r.transactions_per_s:,.0f} transactions/s, {r.cpu_s_per_1k:.4f} CPU s per "
+             f"1,000 ({r.transactions_per_cpu_s:,.0f} per CPU second), {r.labels_joined:,} labels joined, "
+             f"{r.labels_missing:,} missing, {r.seconds:.1f} s, load {r.loadavg:.1f}")
+    return {
+        "source": source or "synthetic",
+        "transactions": sent[0][0],
+        "labels_sent": sent[0][1],
+        "label_delay_days": label_delay_days,
+        "transactions_per_s": statistics.median(r.transactions_per_s for r in results),
+        "cpu_s_per_1k": statistics.median(r.cpu_s_per_1k for r in results),
+        "transactions_per_cpu_s": statistics.median(r.transactions_per_cpu_s for r in results),
+        "runs": [asdict(r) for r in results],
+        "machine": _machine(),
+        "revision": _git_revision(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ..settings import get_settings
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("file", nargs="?", default=None, help="transactions in the handbook's columns (default: "
+                        "synthetic)")
+    parser.add_argument("--rows", type=int, default=400_000, help="transactions replayed")
+    parser.add_argument("--label-delay-days", type=float, default=7.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="write the result here too")
+    args = parser.parse_args(argv)
+    result = run_bench(get_settings(), args.file, args.rows, args.label_delay_days, args.runs)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
+
+
+if __name__ == "__main__":
+    main()
