@@ -774,7 +774,6 @@ class FraudPipeline(Pipeline):
         # Labels that overtook their transactions are held, not awaited in the agent: an agent that waits
         # stops the fetch loop that would bring the transactions (see streams.batching.held).
         held: HeldBatches[_LabelWait] = HeldBatches()
-        self._held_labels = held
         applying = asyncio.Lock()
         applied: dict[int, int] = {}  # partition -> last label offset applied
         inflight: deque[asyncio.Future] = deque()  # label batches whose outputs await the broker's acks
@@ -807,14 +806,17 @@ class FraudPipeline(Pipeline):
         app.agent(feedback, name="lepton.fraud_labels")(fraud_labels)
 
         async def fraud_held_labels() -> None:
-            feedback = self.topics.feedback
-            self.labels_behind = {tp.partition for tp in app.consumer.assignment()
-                                  if tp.topic == feedback and _behind(app, feedback, tp.partition,
-                                                                      applied.get(tp.partition))}
-            if len(held):
-                await apply_held()
+            # A loop rather than a timer: applying held batches may take longer than the period.
+            labels = self.topics.feedback
+            while True:
+                await asyncio.sleep(LABELS_RETRY_S)
+                self.labels_behind = {tp.partition for tp in app.consumer.assignment()
+                                      if tp.topic == labels and _behind(app, labels, tp.partition,
+                                                                        applied.get(tp.partition))}
+                if len(held):
+                    await apply_held()
 
-        app.timer(LABELS_RETRY_S)(fraud_held_labels)
+        app.task(fraud_held_labels)
 
         async def forget_merged(*_: Any, **__: Any) -> None:
             if self._tcache is not None:
