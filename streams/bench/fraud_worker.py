@@ -78,8 +78,9 @@ def events_and_labels(source: str | None, rows: int) -> Iterator[tuple[dict[str,
     return itertools.islice(iter(TransactionGenerator(seed=0, start_ts=start)), rows)
 
 
-def fill(settings: Settings, bootstrap: str, source: str | None, rows: int, label_delay_days: float) -> int:
-    """Send the transactions and their labels (as ``lepton produce`` does); returns the labels sent."""
+def fill(settings: Settings, bootstrap: str, source: str | None, rows: int,
+         label_delay_days: float) -> tuple[int, int]:
+    """Send the transactions and their labels (as ``lepton produce`` does); returns how many of each."""
     from connectors.producer import produce, unzip
 
     events, labels = unzip(events_and_labels(source, rows))
@@ -87,7 +88,7 @@ def fill(settings: Settings, bootstrap: str, source: str | None, rows: int, labe
             progress=True)
     topics = settings.topics.pipeline("fraud")
     session = _bare_session(settings, bootstrap)
-    return sum(session.end_offsets(topics.feedback).values())
+    return sum(session.end_offsets(topics.input).values()), sum(session.end_offsets(topics.feedback).values())
 
 
 def _bare_session(settings: Settings, bootstrap: str, logs: Path | None = None) -> _Session:
@@ -177,9 +178,7 @@ def run_bench(settings: Settings, source: str | None, rows: int, label_delay_day
         run_settings = settings.model_copy(update={"topic_prefix": f"{stamp}-{run}."})
         with kafka(run_settings, create_topics=False) as bootstrap:
             started = time.time()
-            labels = fill(run_settings, bootstrap, source, rows, label_delay_days)
-            transactions = sum(_bare_session(run_settings, bootstrap).end_offsets(
-                run_settings.topics.pipeline("fraud").input).values())
+            transactions, labels = fill(run_settings, bootstrap, source, rows, label_delay_days)
             sent.append((transactions, labels))
             echo(f"filled {transactions:,} transactions and {labels:,} labels ({label_delay_days:g} days late) "
                  f"in {time.time() - started:.0f} s")
