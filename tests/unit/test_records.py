@@ -48,10 +48,22 @@ def test_valid_transaction_parses_with_defaults() -> None:
         (tx(ts="yesterday"), "wrong_type"),
         (tx(card=""), "out_of_range"),
         (b'{"id": "t", "ts": 1, "card": "c", "merchant": "m", "amount": Infinity}', "malformed_json"),
+        (tx(card="x" * 257), "out_of_range"),
+        (tx(country="FRANCE123"), "wrong_type"),
+        (tx(country=7), "wrong_type"),
+        (tx(amount=1e308), "out_of_range"),
     ],
 )
 def test_bad_transactions_have_a_reason(raw, expected) -> None:
     assert reason(parse_transaction, raw) == expected
+
+
+def test_the_common_case_shortcut_gives_what_the_full_checks_give() -> None:
+    """Strings and floats take a shortcut; integers, a null country, numbers as ids take the full checks."""
+    assert parse_transaction(tx(country="FR"), LIMITS) == parse_transaction(tx(country="FR", amount=10), LIMITS)
+    assert parse_transaction(tx(id=5, country=None), LIMITS).id == "5"
+    assert parse_transaction(tx(card="x" * 256, country=""), LIMITS).card == "x" * 256
+    assert parse_transaction(tx(ts=int(NOW)), LIMITS).ts == float(int(NOW))
 
 
 def test_oversized_payload_is_refused_before_parsing() -> None:
