@@ -814,7 +814,10 @@ class FraudPipeline(Pipeline):
                                       if tp.topic == labels and _behind(app, labels, tp.partition,
                                                                         applied.get(tp.partition))}
                 if len(held):
-                    await apply_held()
+                    try:
+                        await apply_held()
+                    except Exception:  # a delivery that failed: its batch stays uncommitted; keep retrying the rest
+                        log.exception("fraud: applying held labels failed")
 
         app.task(fraud_held_labels)
 
