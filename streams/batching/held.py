@@ -19,8 +19,8 @@ ones before it are.
 4
 >>> [payload for _, payload in held.take(lambda batch, payload: payload != "b")]
 ['a', 'c']
->>> len(held), held.partitions()
-(1, {0})
+>>> len(held)
+1
 """
 
 from __future__ import annotations
@@ -56,9 +56,6 @@ class HeldBatches(Generic[T]):
             if not queue:
                 del self._held[partition]
         return taken
-
-    def partitions(self) -> set[int]:
-        return set(self._held)
 
     def clear(self) -> None:
         """Forget every held batch (a rebalance: the stream re-delivers from the committed offsets)."""

@@ -137,7 +137,7 @@ def test_labels_ahead_of_their_transactions_are_held_without_stalling_the_worker
     try:
         wait_for(lambda: len({v["id"] for v in scores.poll()}) >= N, 120, f"{N} distinct scores")
 
-        def joined() -> float:
+        def joined() -> bool:
             body = worker.get("/metrics")[1]
             return metric(body, "lepton_labels_total", pipeline="fraud", outcome="joined") >= N
 
