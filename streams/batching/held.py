@@ -4,7 +4,7 @@ A worker's topics all arrive through one fetch loop. An agent that waits inside 
 ``async for`` (for the records of another topic, say) stops taking batches, its
 stream queue fills, and the fetch loop blocks on the next put: the records it waits
 for are never delivered. So an agent that must wait keeps the batch here and goes
-on taking batches; a timer applies the held ones when they are ready. A held batch
+on taking batches; a periodic task applies the held ones when they are ready. A held batch
 is not complete, so none of its offsets is committed: a crash re-delivers it.
 
 Per partition, batches are applied in their order: a batch is taken only once the
