@@ -109,7 +109,7 @@ class Deployment:
             "LEPTON_HEARTBEAT_INTERVAL_S": "1",
             "LEPTON_REBALANCE_TIMEOUT_S": "10",
             "LEPTON_COMMIT_INTERVAL_S": "0.5",
-            "LEPTON_LOG_LEVEL": "WARNING",
+            "LEPTON_LOG_LEVEL": os.environ.get("LEPTON_TEST_WORKER_LOG_LEVEL", "WARNING"),
         }
 
     def topic(self, name: str) -> str:
@@ -122,8 +122,10 @@ class Deployment:
         self.workers.append(w)
         return w
 
-    def logs(self) -> str:
-        return "\n".join(w.log.read_text(errors="replace")[-3000:] for w in self.workers if w.log.exists())
+    def logs(self, tail: int = 3000) -> str:
+        """The last ``tail`` characters of each worker's log."""
+        return "\n".join(f"[{w.log.name}]\n" + w.log.read_text(errors="replace")[-tail:]
+                         for w in self.workers if w.log.exists())
 
     def produce(self, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> dict[int, int]:
         """Send (key, value) records; returns how many landed on each partition."""

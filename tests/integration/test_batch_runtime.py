@@ -50,6 +50,15 @@ def scores_by_id(reader: TopicReader) -> Counter:
     return Counter(v["id"] for v in reader.poll())
 
 
+def missing_by_partition(deployment: Deployment, n: int, tag: str, scores: TopicReader) -> str:
+    """Where the unscored inputs are (partition: count) and what the group committed: tells a lost
+    event (committed past it) from a stuck partition (committed before it)."""
+    seen = set(scores_by_id(scores))
+    missing = Counter((murmur2(f"card-{i % 500}".encode()) & 0x7FFFFFFF) % deployment.partitions
+                      for i in range(n) if f"{tag}-{i}" not in seen)
+    return f"unscored per partition {dict(sorted(missing.items()))}, committed {deployment.committed('transactions')}"
+
+
 def test_valid_events_scored_once_malformed_dead_lettered_offsets_committed(deployment: Deployment) -> None:
     records = transactions(10_000, "a")
     expected_letters: list[str] = []
@@ -169,7 +178,10 @@ def test_rebalance_mid_batch_loses_nothing(deployment: Deployment) -> None:
         wait_for(b.ready, 120, "worker B to get partitions")
         wait_for(lambda: len(scores.poll()) >= 8_000, 120, "progress with two workers")
         assert b.stop() == 0  # leaves: a second rebalance
-        wait_for(lambda: len(set(scores_by_id(scores))) >= n, 180, "every input scored")
+        try:
+            wait_for(lambda: len(set(scores_by_id(scores))) >= n, 180, "every input scored")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {missing_by_partition(deployment, n, 'r', scores)}") from None
         assert a.alive(), "worker A survived both rebalances"
         counts = scores_by_id(scores)
         assert set(counts) == {f"r-{i}" for i in range(n)}
