@@ -23,11 +23,14 @@ How a batch travels, and why offsets stay correct
 Rebalances: while one is in progress (table recovery included) only
 changelog records are fetched (see :meth:`BatchConsumer._getmany`): a stream
 record delivered before Faust's final resume would be cleared from its queue
-and lost to the commit. Faust clears stream queues, which may cancel the conductor's
-blocked ``put`` of a batch. That cancellation must not escape the fetch loop
-(Faust's fetcher would crash the worker), so it is treated as a dropped batch:
-it was never acked, and Faust seeks back to the committed offset. Acks from a
-previous consumer generation are ignored for the same reason.
+and lost to the commit. Records fetched but dropped around a rebalance are
+read again because the rebalance ends with a seek of every stream partition:
+to its committed offset, or to the beginning when it has none
+(:meth:`BatchConsumer.seek_to_committed`). Faust clears stream queues, which
+may cancel the conductor's blocked ``put`` of a batch. That cancellation must
+not escape the fetch loop (Faust's fetcher would crash the worker), so it is
+treated as a dropped batch: it was never acked, and the seek reads it again.
+Acks from a previous consumer generation are ignored for the same reason.
 """
 
 from __future__ import annotations
@@ -124,12 +127,33 @@ class BatchConsumer(faust_aiokafka.Consumer):
         the rebalance has ended (``app.rebalancing`` turns false after that
         last resume), from the position of the final seek.
         """
-        if active_partitions is not None and self.app.rebalancing:
-            active_partitions = {tp for tp in active_partitions if self._is_changelog_tp(tp)}
-            if not active_partitions:  # aiokafka reads an empty set as "every partition"
-                await asyncio.sleep(0.05)
-                return {}
+        if active_partitions is not None:
+            # A copy: Faust's set is live, and a fetch blocked in a reassignment would
+            # otherwise hand out records of partitions assigned while it waited.
+            active_partitions = set(active_partitions)
+            if self.app.rebalancing:
+                active_partitions = {tp for tp in active_partitions if self._is_changelog_tp(tp)}
+                if not active_partitions:  # aiokafka reads an empty set as "every partition"
+                    await asyncio.sleep(0.05)
+                    return {}
         return await super()._getmany(active_partitions, timeout)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek to the committed offsets, and stream partitions that have none to the beginning.
+
+        aiokafka seeks only partitions with a committed offset; one without keeps
+        its read position. Records fetched and then dropped (a fetch handed out as
+        a rebalance starts, see :meth:`getmany`) were then never read again: the
+        partition stalled with nothing committed until a restart. The seek to the
+        beginning is what ``consumer_auto_offset_reset="earliest"`` means for such
+        a partition. Changelog partitions keep the positions recovery gave them.
+        """
+        committed = await super().seek_to_committed()
+        if self.app.conf.consumer_auto_offset_reset == "earliest":
+            fresh = [tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)]
+            if fresh:
+                await self._thread.seek_to_beginning(*fresh)
+        return committed
 
     async def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Message]]:
         records, active_partitions = await self._wait_next_records(timeout)

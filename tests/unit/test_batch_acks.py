@@ -104,3 +104,48 @@ def test_only_changelogs_are_fetched_while_rebalancing(consumer) -> None:
     app.rebalancing = False
     asyncio.run(consumer._getmany(active_partitions=both, timeout=0))
     assert asked == [{changelog}, both]
+
+
+def test_a_fetch_asks_for_the_partitions_active_when_it_started(consumer) -> None:
+    """Faust's active set is live: a fetch blocked in a reassignment saw the partitions assigned
+    meanwhile and handed out their records while the flow was stopped (dropped, never re-read)."""
+    import asyncio
+
+    asked: list[set] = []
+    live = {TP0}
+
+    async def getmany(active_partitions, timeout):
+        live.add(TP(TOPIC, 1))  # the rebalance's assignment lands while the fetch waits
+        asked.append(set(active_partitions))
+        return {}
+
+    consumer._thread = SimpleNamespace(getmany=getmany)
+    consumer.app.rebalancing = False
+    asyncio.run(consumer._getmany(active_partitions=live, timeout=0))
+    assert asked == [{TP0}]
+
+
+def test_partitions_without_a_commit_seek_to_the_beginning(consumer) -> None:
+    """aiokafka's seek to the committed offsets leaves a partition with none where its last fetch
+    left it: records fetched and dropped in a rebalance were never read again (the partition stalled
+    with nothing committed). Changelog partitions keep the positions table recovery gave them."""
+    import asyncio
+
+    app = consumer.app
+    app.Table("cards", partitions=1)
+    changelog = TP(app.tables["cards"].changelog_topic.get_topic_name(), 0)
+    committed = {TP0: 120, TP(TOPIC, 1): None, TP(TOPIC, 2): 0, changelog: None}
+    seeks: list[tuple] = []
+
+    async def seek_to_committed():
+        return dict(committed)
+
+    async def seek_to_beginning(*partitions):
+        seeks.append(partitions)
+
+    consumer._thread = SimpleNamespace(seek_to_committed=seek_to_committed, seek_to_beginning=seek_to_beginning)
+    assert asyncio.run(consumer.seek_to_committed()) == committed
+    assert seeks == [(TP(TOPIC, 1), TP(TOPIC, 2))]
+
+    asyncio.run(consumer.perform_seek())  # Faust's caller: read offsets follow
+    assert consumer._read_offset[TP(TOPIC, 1)] is None and consumer._read_offset[TP0] == 120
