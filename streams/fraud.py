@@ -763,12 +763,13 @@ class FraudPipeline(Pipeline):
 
     def setup(self, app: Any) -> None:
         """Tables, the label agent, the online model's checkpoints."""
-        from .batching import BatchTopic, Emitter
+        from .batching import BatchTopic, Deliveries, Emitter
 
         parts = self.partitions
         if self.settings.fraud_state_tables:
             self._register_tables(app, parts)
-        emitter = Emitter(app)
+        # Label outputs (table changelog records, drift alerts) are acknowledged before the labels' offsets commit.
+        deliveries = Deliveries(Emitter(app), self.name, max_inflight=self.settings.max_inflight_batches)
         feedback = BatchTopic(app, topics=[self.topics.feedback], acks=True)
 
         # Labels that overtook their transactions are held, not awaited in the agent: an agent that waits
@@ -776,11 +777,6 @@ class FraudPipeline(Pipeline):
         held: HeldBatches[_LabelWait] = HeldBatches()
         applying = asyncio.Lock()
         applied: dict[int, int] = {}  # partition -> last label offset applied
-        inflight: deque[asyncio.Future] = deque()  # label batches whose outputs await the broker's acks
-
-        async def complete(batch: Any, delivery: Any) -> None:
-            await delivery  # acked before the labels' offsets can commit
-            batch.mark_complete()
 
         async def apply_held() -> None:
             async with applying:
@@ -791,12 +787,10 @@ class FraudPipeline(Pipeline):
                     outputs = self.process_labels(wait.raws, batch.partition, time.time())
                     applied[batch.partition] = batch.last_offset
                     if outputs:
-                        inflight.append(asyncio.ensure_future(complete(batch, await emitter.enqueue(
-                            outputs, batch.partition))))
+                        await deliveries.send(batch, outputs)
                     else:
                         batch.mark_complete()
-                while inflight and (inflight[0].done() or len(inflight) > self.settings.max_inflight_batches):
-                    await inflight.popleft()
+                await deliveries.settle()
 
         async def fraud_labels(stream: Any) -> None:
             async for batch in stream:
@@ -816,7 +810,7 @@ class FraudPipeline(Pipeline):
                 if len(held):
                     try:
                         await apply_held()
-                    except Exception:  # a delivery that failed: its batch stays uncommitted; keep retrying the rest
+                    except Exception:  # a bug must not end the loop: log it, keep applying the others
                         log.exception("fraud: applying held labels failed")
 
         app.task(fraud_held_labels)

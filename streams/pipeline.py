@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from abc import ABC, abstractmethod
 from typing import Any, Callable, NamedTuple, Sequence
 
 import faust
-from aiokafka.errors import KafkaError
 
 from . import dead_letters, metrics
-from .batching import BatchTopic, Emitter, Output, RecordBatch
+from .batching import BatchTopic, Deliveries, Emitter, Output, RecordBatch
 from .records import InvalidRecord, Limits, dumps
 from .topics import PipelineTopics, Topics
 
@@ -90,11 +88,9 @@ class BatchAgent:
         self.app = app
         self.pipeline = pipeline
         self.limits = limits
-        self.emitter = Emitter(app)
-        self.emit_retries = emit_retries
-        self.max_inflight = max_inflight_batches
+        self.deliveries = Deliveries(Emitter(app), pipeline.name, max_inflight=max_inflight_batches,
+                                     retries=emit_retries)
         self.max_merged = max_merged_batches
-        self._inflight: deque[asyncio.Future] = deque()
         self.dead_letter_topic = topics.dead_letters
         self.last_record_ts: float | None = None  # Kafka timestamp (s) of the newest record handled
         name = pipeline.name
@@ -183,8 +179,7 @@ class BatchAgent:
         for batch, group, outputs, bad in zip(batches, groups, results, letters):
             outputs += bad
             if outputs:
-                delivery = await self.emitter.enqueue(outputs, batch.partition)
-                self._inflight.append(asyncio.ensure_future(self._confirm(batch, delivery, outputs, group.events)))
+                await self.deliveries.send(batch, outputs, self._latency_of(group.events))
             else:
                 batch.mark_complete()
             # Metrics, once per batch.
@@ -197,8 +192,7 @@ class BatchAgent:
             last_ts = batch.records[-1].timestamp
             if last_ts is not None:
                 self.last_record_ts = last_ts / 1000.0
-        while self._inflight and (self._inflight[0].done() or len(self._inflight) > self.max_inflight):
-            await self._inflight.popleft()
+        await self.deliveries.settle()
         self._batches_per_call.observe(len(batches))
         self._batch_duration.observe(time.perf_counter() - started)
 
@@ -207,35 +201,18 @@ class BatchAgent:
         letter = dead_letters.build(batch.topic, batch.partition, record, self.pipeline.name, reason, error_class, message)
         return Output(self.dead_letter_topic, dead_letters.key_of(letter), dumps(letter))
 
-    async def _confirm(self, batch: RecordBatch, delivery: Any, outputs: list[Output], valid: list[Any]) -> None:
-        """Wait for the broker's acks (re-sending on errors), then complete the batch.
+    def _latency_of(self, valid: list[Any]) -> Callable[[], None] | None:
+        """What to observe once a batch's outputs are acknowledged: end-to-end latency of its valid inputs."""
+        if not valid:
+            return None
 
-        If delivery keeps failing the batch is left incomplete: its offsets are
-        never committed, /healthz reports the stalled partition, and a restart
-        re-reads it. Duplicates are possible, loss is not.
-        """
-        delay = 0.2
-        for attempt in range(self.emit_retries + 1):
-            try:
-                await delivery
-                break
-            except KafkaError as exc:
-                if attempt == self.emit_retries:
-                    log.error("%s: outputs of %s[%d]@%d not delivered (%r); the batch stays uncommitted",
-                              self.pipeline.name, batch.topic, batch.partition, batch.first_offset, exc)
-                    return
-                metrics.EMIT_RETRIES.labels(self.pipeline.name).inc()
-                log.warning("%s: delivering outputs failed (attempt %d): %r; re-sending",
-                            self.pipeline.name, attempt + 1, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                delivery = await self.emitter.enqueue(outputs, batch.partition)
-        batch.mark_complete()
-        if valid:
+        def observe() -> None:
             done = time.time()
             latency = self._latency
             for e in valid[:: max(1, len(valid) // 64)]:  # a sample bounds the cost
                 latency.observe(max(0.0, done - e.ts))
+
+        return observe
 
 
 async def _arrives(queue: Any) -> bool:

@@ -12,14 +12,18 @@ fetched run of records of one topic-partition.
 * :mod:`.topic`     – :class:`BatchTopic`, a topic whose stream yields batches.
 * :mod:`.emit`      – :class:`Emitter`, bulk output on Faust's producer, awaited
   until the broker acknowledged it.
+* :mod:`.deliveries` – :class:`Deliveries`, outputs in flight: an input batch
+  completes (may be committed) once its outputs are acknowledged; re-sends on
+  broker errors.
 * :mod:`.held`      – :class:`HeldBatches`, batches an agent holds back without
   blocking the fetch loop (labels waiting for their transactions).
 """
 
+from .deliveries import Deliveries
 from .emit import Emitter, Output
 from .held import HeldBatches
 from .message import RecordBatch
 from .topic import BatchStream, BatchTopic
 from .transport import SCHEME, install
 
-__all__ = ["BatchStream", "BatchTopic", "Emitter", "HeldBatches", "Output", "RecordBatch", "SCHEME", "install"]
+__all__ = ["BatchStream", "BatchTopic", "Deliveries", "Emitter", "HeldBatches", "Output", "RecordBatch", "SCHEME", "install"]

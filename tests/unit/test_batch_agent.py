@@ -63,7 +63,7 @@ def agent(pipeline: Pipeline) -> BatchAgent:
     app = faust.App("unit-agent", broker="memory://", web_enabled=False)
     app.consumer_generation_id = 3
     a = BatchAgent(app, pipeline, LIMITS, Settings().topics)
-    a.emitter = Recorder()
+    a.deliveries.emitter = Recorder()
     return a
 
 
@@ -76,12 +76,12 @@ def test_batches_of_one_fetch_share_a_call_and_keep_their_own_outputs() -> None:
 
     async def run() -> None:
         await a.handle_group([b0, b1, stale])
-        await asyncio.gather(*a._inflight)
+        await a.deliveries.drain()
 
     asyncio.run(run())
     assert [[([e.v for e in g.events], g.offsets, g.partition) for g in call] for call in pipeline.calls] == [
         [([1, 2], [0, 1], 0), ([5], [8], 1)]]
-    sent = a.emitter.sent
+    sent = a.deliveries.emitter.sent
     assert sent[0] == [b"2", b"4"]
     assert sent[1][0] == b"10" and len(sent[1]) == 2  # its score, then the dead letter of b"x"
     assert 2 not in sent, "a stale batch is neither processed nor emitted"
@@ -97,11 +97,11 @@ def test_a_failing_call_dead_letters_every_batch_it_took() -> None:
 
     async def run() -> None:
         await a.handle_group([b0, b1])
-        await asyncio.gather(*a._inflight)
+        await a.deliveries.drain()
 
     asyncio.run(run())
-    assert {p: len(v) for p, v in a.emitter.sent.items()} == {0: 2, 1: 1}
-    assert all(b'"processing_error"' in v for v in a.emitter.sent[0] + a.emitter.sent[1])
+    assert {p: len(v) for p, v in a.deliveries.emitter.sent.items()} == {0: 2, 1: 1}
+    assert all(b'"processing_error"' in v for v in a.deliveries.emitter.sent[0] + a.deliveries.emitter.sent[1])
     assert b0.complete and b1.complete
 
 
