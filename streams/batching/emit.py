@@ -9,8 +9,10 @@ awaits it can mark its input batch complete: outputs precede commits.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from typing import Any, Iterable, NamedTuple
+from functools import partial
+from itertools import count, groupby, repeat, takewhile
+from operator import attrgetter, is_not
+from typing import Any, Iterable, Iterator, NamedTuple
 
 
 class Output(NamedTuple):
@@ -52,32 +54,65 @@ class Emitter:
         Without it, keys are hashed with Kafka's murmur2.
         """
         producer = self._producer()
-        by_tp: dict[tuple[str, int], list[Output]] = defaultdict(list)
-        partition_for = producer._partition
         counts = self._partition_counts
-        for out in outputs:
-            topic = out.topic
-            n = counts.get(topic)
-            if n is None:
-                n = counts[topic] = len(await producer.client._wait_on_metadata(topic))
-            if partition is None:
-                p = partition_for(topic, None, None, None, out.key, None)
-            else:
-                p = partition % n
-            by_tp[(topic, p)].append(out)
+        by_tp: dict[tuple[str, int], list[Output]] = {}
+        if partition is None:
+            partition_for = producer._partition
+            for out in outputs:
+                topic = out.topic
+                if topic not in counts:
+                    counts[topic] = len(await producer.client._wait_on_metadata(topic))
+                by_tp.setdefault((topic, partition_for(topic, None, None, None, out.key, None)), []).append(out)
+        else:
+            # Outputs come in runs of one topic (a pipeline builds them topic by topic): grouped in C.
+            for topic, run in groupby(outputs, _topic):
+                n = counts.get(topic)
+                if n is None:
+                    n = counts[topic] = len(await producer.client._wait_on_metadata(topic))
+                by_tp.setdefault((topic, partition % n), []).extend(run)
         futures: list[asyncio.Future] = []
         sent = 0
-        for (topic, partition), records in by_tp.items():
-            batch = producer.create_batch()
-            for rec in records:
-                if batch.append(key=rec.key, value=rec.value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=rec.key, value=rec.value, timestamp=None)
-                sent += 1
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        for (topic, p), records in by_tp.items():
+            for batch in _batches(producer, records):
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+            sent += len(records)
         return Delivery(futures, sent)
+
+
+_topic, _key, _value = attrgetter("topic"), attrgetter("key"), attrgetter("value")
+_NO_HEADERS: list = []
+_appended = partial(is_not, None)
+
+
+def _batches(producer: Any, records: list[Output]) -> Iterator[Any]:
+    """``records`` appended, in order, to as many of the producer's record batches as they need.
+
+    aiokafka's ``BatchBuilder.append`` is a Python call per record around its C record
+    builder; here the C builder is called over the records by ``map`` (no Python frame per
+    record), stopping at the first record that does not fit (it starts the next batch).
+    A producer with serializers (never Faust's) takes the Python path.
+    """
+    start, total = 0, len(records)
+    while start < total:
+        batch = producer.create_batch()
+        rest = records[start:] if start else records
+        if batch._key_serializer is not None or batch._value_serializer is not None:
+            added = 0
+            for rec in rest:
+                if batch.append(key=rec.key, value=rec.value, timestamp=None) is None:
+                    break
+                added += 1
+        else:
+            added = sum(1 for _ in takewhile(_appended, map(
+                batch._builder.append, count(), repeat(None), map(_key, rest), map(_value, rest),
+                repeat(_NO_HEADERS))))
+            batch._relative_offset = added
+        if added == 0:  # an empty batch always takes its first record: a record builder that refuses it is broken
+            raise RuntimeError(f"the producer's record batch refused a record of {len(rest[0].value or b'')} bytes")
+        start += added
+        if start < total:
+            batch.close()  # full: the rest goes to the next batch
+        yield batch
 
 
 class Delivery:
