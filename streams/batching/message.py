@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Callable, Sequence
 
 from faust.transport.consumer import Consumer
@@ -54,6 +55,9 @@ class RecordBatch:
         return self.records[-1].offset
 
 
+_value = attrgetter("value")
+
+
 class BatchMessage(ConsumerMessage):
     """A Faust message whose value is a :class:`RecordBatch`.
 
@@ -79,7 +83,7 @@ class BatchMessage(ConsumerMessage):
             None,
             None,
             0,
-            sum(r.serialized_value_size for r in records),
+            sum(map(len, filter(None, map(_value, records)))),  # (the records may be aiokafka's own: .fetch)
             tp,
             generation_id=generation_id,
         )

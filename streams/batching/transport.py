@@ -46,6 +46,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from mode.utils.futures import notify
 
+from . import fetch
+from .fetch import LeanTopics
 from .message import BatchMessage
 from .topic import BatchTopic
 
@@ -63,6 +65,8 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = int(self.app.lepton_settings.max_wait_ms)
+        # Batch topics and bulk-restored changelogs: aiokafka's records as read (see .fetch).
+        consumer._key_deserializer = LeanTopics(self.consumer._lean_topic_names)
         return consumer
 
     async def _highwaters(self, partitions: Any) -> Mapping[TP, int]:
@@ -112,6 +116,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if isinstance(channel, BatchTopic):
                 names.update(channel.topics)
         return names
+
+    def _lean_topic_names(self) -> Set[str]:
+        """Topics whose records this consumer hands over in bulk: batch topics and bulk tables' changelogs."""
+        changelogs = {name for name, table in self.app.tables._changelogs.items()
+                      if getattr(table, "lepton_bulk", None) is not None}
+        return self._batch_topic_names() | changelogs
 
     # -- fetching ---------------------------------------------------------------
     async def _getmany(self, active_partitions: Optional[Set[TP]], timeout: float) -> Any:
@@ -363,5 +373,6 @@ class BatchTransport(faust_aiokafka.Transport):
 
 
 def install() -> None:
-    """Register the ``lepton://`` URL scheme with Faust's transport registry."""
+    """Register the ``lepton://`` URL scheme with Faust's transport registry (and aiokafka's lean records)."""
     drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:BatchTransport"
+    fetch.install()

@@ -32,7 +32,7 @@ def consumer():
 
 
 def batch(consumer, first: int, n: int) -> BatchMessage:
-    records = [SimpleNamespace(offset=o, timestamp=0, timestamp_type=0, serialized_value_size=1)
+    records = [SimpleNamespace(offset=o, timestamp=0, timestamp_type=0, value=b"x")
                for o in range(first, first + n)]
     return BatchMessage(TP0, records, consumer.app.consumer_generation_id)
 
