@@ -44,7 +44,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from itertools import compress, repeat
 from operator import is_, is_not
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import orjson
@@ -103,6 +103,41 @@ def parse_label(raw: bytes | None) -> tuple[str, bool]:
     if y in (0, 1):
         return tx_id, bool(y)
     raise InvalidRecord("wrong_type", f"is_fraud must be a boolean, got {y!r}")
+
+
+class Labels(NamedTuple):
+    """A batch of labels parsed: ids and verdicts of the valid ones, and how many were not."""
+
+    ids: list[str]
+    is_fraud: list[bool]
+    invalid: int
+
+
+def parse_labels(raws: Sequence[bytes | None]) -> Labels:
+    """:func:`parse_label` over a batch, the common case (every label valid) without a Python call per label.
+
+    >>> parse_labels([b'{"id": "a", "is_fraud": true}', b'{"id": "b", "is_fraud": 0}', b'oops'])
+    Labels(ids=['a', 'b'], is_fraud=[True, False], invalid=1)
+    """
+    try:
+        objs = list(map(orjson.loads, raws))
+        ids = list(map(dict.get, objs, repeat("id")))  # (TypeError: not an object)
+        ys = list(map(dict.get, objs, repeat("is_fraud")))
+        if set(map(type, ids)) <= {str} and "" not in ids and set(map(type, ys)) <= {bool}:
+            return Labels(ids, ys, 0)
+    except (ValueError, TypeError):  # a label is not JSON, or not an object: parse_label says which
+        pass
+    ids, ys, invalid = [], [], 0
+    for raw in raws:
+        try:
+            tx_id, y = parse_label(raw)
+        except InvalidRecord as exc:
+            invalid += 1
+            log.debug("fraud: bad label dropped (%s)", exc)
+            continue
+        ids.append(tx_id)
+        ys.append(y)
+    return Labels(ids, ys, invalid)
 
 
 _SEP, _HEAD = b',{"id":', b'{"id":'
@@ -298,13 +333,13 @@ def _behind(app: Any, topic: str, partition: int, done: int | None) -> bool:
 
 
 class _LabelWait:
-    """A held label batch: its raw labels, since when its partition's transactions have not moved, and
-    the ids still waiting for their transaction (None: not checked yet)."""
+    """A held label batch: its labels (parsed), since when its partition's transactions have not moved,
+    and the ids still waiting for their transaction (None: not checked yet)."""
 
-    __slots__ = ("raws", "seen", "since", "waiting")
+    __slots__ = ("labels", "seen", "since", "waiting")
 
-    def __init__(self, raws: list[bytes | None], seen: int | None) -> None:
-        self.raws, self.seen, self.since = raws, seen, time.monotonic()
+    def __init__(self, labels: Labels, seen: int | None) -> None:
+        self.labels, self.seen, self.since = labels, seen, time.monotonic()
         self.waiting: list[str] | None = None
 
 
@@ -667,33 +702,19 @@ class FraudPipeline(Pipeline):
     def process_labels(self, raws: Sequence[bytes | None], partition: int, now: float) -> list[Output]:
         """Join a batch of labels to their logged records, apply them, learn; returns the outputs
         (state changelogs, drift alerts) to emit to ``partition`` before the labels are committed."""
-        missing = invalid = 0
-        parsed: list[tuple[str, bool]] = []
-        loads = orjson.loads
-        for raw in raws:
-            try:  # the common case inline: an object with a string id and a boolean
-                obj = loads(raw)
-                if type(obj) is dict and type(tx_id := obj.get("id")) is str and tx_id \
-                        and type(y := obj.get("is_fraud")) is bool:
-                    parsed.append((tx_id, y))
-                    continue
-            except (ValueError, TypeError):  # (not JSON: parse_label says why)
-                pass
-            try:
-                parsed.append(parse_label(raw))
-            except InvalidRecord as exc:
-                invalid += 1
-                log.debug("fraud: bad label dropped (%s)", exc)
+        return self.join_labels(parse_labels(raws), partition, now)
+
+    def join_labels(self, labels: Labels, partition: int, now: float) -> list[Output]:
+        """:meth:`process_labels` of labels already parsed (:func:`parse_labels`)."""
+        invalid, missing, ys = labels.invalid, 0, labels.is_fraud
         # Taken out of the log as they are read: a label applies once. None: expired, never scored
         # here, already applied (a re-delivered label) or a repeat within this batch.
-        found = self.scored.pop_many([tx_id for tx_id, _ in parsed])
-        if None in found:
-            keep = list(map(is_not, found, repeat(None)))
-            missing = len(found) - sum(keep)
-            parsed = list(compress(parsed, keep))
-            found = list(compress(found, keep))
-        recs = found
-        ys = [y for _, y in parsed]
+        recs = self.scored.pop_many(labels.ids)
+        if None in recs:
+            keep = list(map(is_not, recs, repeat(None)))
+            missing = len(recs) - sum(keep)
+            ys = list(compress(ys, keep))
+            recs = list(compress(recs, keep))
         if missing:
             self._labels["missing"].inc(missing)
         if invalid:
@@ -721,16 +742,6 @@ class FraudPipeline(Pipeline):
         outputs += self.cards.flush(partition) + self.terminals.flush(partition) + self.scored.flush(partition)
         return outputs
 
-    def unmatched(self, raws: Sequence[bytes | None]) -> list[str]:
-        """The ids of valid labels whose scored transaction is not (yet) in the log."""
-        ids = []
-        for raw in raws:
-            try:
-                ids.append(parse_label(raw)[0])
-            except InvalidRecord:
-                continue
-        return self._not_logged(ids)
-
     def _not_logged(self, ids: list[str]) -> list[str]:
         return list(compress(ids, map(is_, self.scored.get_many(ids), repeat(None))))
 
@@ -747,8 +758,8 @@ class FraudPipeline(Pipeline):
             wait.seen, wait.since = done, now
         if now - wait.since >= self.settings.fraud_label_wait_s or not self.transactions_behind(app, partition):
             return True
-        # The labels parsed once; afterwards only those still waiting are looked up (a backlog checks often).
-        wait.waiting = self.unmatched(wait.raws) if wait.waiting is None else self._not_logged(wait.waiting)
+        # Afterwards only the ids still waiting are looked up (a backlog checks often).
+        wait.waiting = self._not_logged(wait.labels.ids if wait.waiting is None else wait.waiting)
         return not wait.waiting
 
     # --- wiring ---------------------------------------------------------------------------------
@@ -784,7 +795,7 @@ class FraudPipeline(Pipeline):
                 for batch, wait in held.take(lambda b, w: self._labels_ready(app, b.partition, w, now)):
                     if batch.generation_id != app.consumer_generation_id:
                         continue  # fetched before a rebalance: re-delivered from the committed offset
-                    outputs = self.process_labels(wait.raws, batch.partition, time.time())
+                    outputs = self.join_labels(wait.labels, batch.partition, time.time())
                     applied[batch.partition] = batch.last_offset
                     if outputs:
                         await deliveries.send(batch, outputs)
@@ -794,7 +805,8 @@ class FraudPipeline(Pipeline):
 
         async def fraud_labels(stream: Any) -> None:
             async for batch in stream:
-                held.hold(batch, _LabelWait([r.value for r in batch.records], self.last_offset.get(batch.partition)))
+                held.hold(batch, _LabelWait(parse_labels([r.value for r in batch.records]),
+                                            self.last_offset.get(batch.partition)))
                 await apply_held()
 
         app.agent(feedback, name="lepton.fraud_labels")(fraud_labels)
@@ -847,4 +859,4 @@ class FraudPipeline(Pipeline):
         app.on_before_shutdown.connect(final_checkpoint)
 
 
-__all__ = ["FEATURES", "FraudPipeline", "parse_label"]
+__all__ = ["FEATURES", "FraudPipeline", "Labels", "parse_label", "parse_labels"]

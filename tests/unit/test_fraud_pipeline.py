@@ -21,7 +21,7 @@ from models.fraud.features import (
     merge_terminal_states,
 )
 from models.registry import ModelRegistry
-from streams.fraud import APPLIED, FraudPipeline, parse_label
+from streams.fraud import APPLIED, FraudPipeline, parse_label, parse_labels
 from streams.model_slot import ModelSlot
 from streams.records import InvalidRecord, Transaction
 from streams.settings import Settings
@@ -145,6 +145,22 @@ def test_parse_label() -> None:
     for bad in (b"[]", b'{"id": 3, "is_fraud": true}', b'{"id": "a", "is_fraud": "yes"}', None):
         with pytest.raises(InvalidRecord):
             parse_label(bad)
+
+
+@pytest.mark.parametrize("raws", [
+    [b'{"id": "a", "is_fraud": true}', b'{"id": "b", "is_fraud": false}'],  # all valid: the bulk path
+    [b'{"id": "a", "is_fraud": 1}', b"[]", b'{"id": "", "is_fraud": true}', None, b"{", b'{"id": "b", "is_fraud": 0}',
+     b'{"id": 3, "is_fraud": true}', b'"text"', b'{"id": "c", "is_fraud": "yes"}'],
+], ids=["valid", "mixed"])
+def test_parse_labels_agrees_with_parse_label(raws) -> None:
+    valid = []
+    for raw in raws:
+        try:
+            valid.append(parse_label(raw))
+        except InvalidRecord:
+            pass
+    labels = parse_labels(raws)
+    assert list(zip(labels.ids, labels.is_fraud)) == valid and labels.invalid == len(raws) - len(valid)
 
 
 def test_drift_on_errors_is_detected_and_debounced() -> None:
