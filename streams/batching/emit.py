@@ -103,9 +103,9 @@ def _batches(producer: Any, records: list[Output]) -> Iterator[Any]:
                     break
                 added += 1
         else:
-            added = sum(1 for _ in takewhile(_appended, map(
+            added = len(list(takewhile(_appended, map(
                 batch._builder.append, count(), repeat(None), map(_key, rest), map(_value, rest),
-                repeat(_NO_HEADERS))))
+                repeat(_NO_HEADERS)))))
             batch._relative_offset = added
         if added == 0:  # an empty batch always takes its first record: a record builder that refuses it is broken
             raise RuntimeError(f"the producer's record batch refused a record of {len(rest[0].value or b'')} bytes")
