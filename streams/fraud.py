@@ -334,13 +334,14 @@ def _behind(app: Any, topic: str, partition: int, done: int | None) -> bool:
 
 class _LabelWait:
     """A held label batch: its labels (parsed), since when its partition's transactions have not moved,
-    and the ids still waiting for their transaction (None: not checked yet)."""
+    and the ids still waiting for their transaction (None: not checked yet) as of ``checked``."""
 
-    __slots__ = ("labels", "seen", "since", "waiting")
+    __slots__ = ("labels", "seen", "since", "waiting", "checked")
 
     def __init__(self, labels: Labels, seen: int | None) -> None:
         self.labels, self.seen, self.since = labels, seen, time.monotonic()
         self.waiting: list[str] | None = None
+        self.checked = -1  # FraudPipeline.logged_batches when ``waiting`` was looked up
 
 
 class FraudPipeline(Pipeline):
@@ -364,6 +365,7 @@ class FraudPipeline(Pipeline):
         self.terminals: Any = MemoryTable()
         self.clock: dict[int, float] = {}  # partition -> feature time (latest transaction ts seen, scaled)
         self.last_offset: dict[int, int] = {}  # partition -> offset of the latest transaction scored
+        self.logged_batches = 0  # scoring calls that logged transactions (held labels look again only after one)
         self.label_clock: dict[int, float] = {}  # partition -> latest transaction time (scaled) a label joined
         self.labels_behind: set[int] = set()  # partitions whose labels topic has a backlog (set by the worker)
         # Terminals' sub-states decoded (TerminalCache): the table's sub-keys as read once, then kept up to
@@ -524,6 +526,7 @@ class FraudPipeline(Pipeline):
             records = logged.pack(ts[fresh_from:], cards[fresh_from:], merchants[fresh_from:], X[fresh_from:],
                                   probability[fresh_from:], online_scores[fresh_from:])
             self.scored.update_many(dict(zip(ids[fresh_from:], records)))
+            self.logged_batches += 1
             for g, a, b in zip(groups, bounds, bounds[1:]):
                 self._log_queue(g.partition).append(ids[max(a, fresh_from):b])
 
@@ -758,8 +761,11 @@ class FraudPipeline(Pipeline):
             wait.seen, wait.since = done, now
         if now - wait.since >= self.settings.fraud_label_wait_s or not self.transactions_behind(app, partition):
             return True
-        # Afterwards only the ids still waiting are looked up (a backlog checks often).
-        wait.waiting = self._not_logged(wait.labels.ids if wait.waiting is None else wait.waiting)
+        # Afterwards only the ids still waiting are looked up (a backlog checks often), and only once more
+        # transactions were logged (by any partition: the topics need not be co-partitioned).
+        if wait.checked != self.logged_batches:
+            wait.checked = self.logged_batches
+            wait.waiting = self._not_logged(wait.labels.ids if wait.waiting is None else wait.waiting)
         return not wait.waiting
 
     # --- wiring ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -161,6 +162,28 @@ def test_parse_labels_agrees_with_parse_label(raws) -> None:
             pass
     labels = parse_labels(raws)
     assert list(zip(labels.ids, labels.is_fraud)) == valid and labels.invalid == len(raws) - len(valid)
+
+
+def test_held_labels_wait_for_their_transactions_and_look_again_only_after_scoring(home: Path, tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    from streams.fraud import _LabelWait
+
+    p = pipeline(home, tmp_path, fraud_label_wait_s=3600.0)
+    monkeypatch.setattr(p, "transactions_behind", lambda app, partition: True)  # a backlog of transactions
+    batch = txs(10)
+    wait = _LabelWait(parse_labels([json.dumps({"id": t.id, "is_fraud": False}).encode() for t in batch]), None)
+    now = time.monotonic()  # (the clock of fraud_label_wait_s)
+    looked = []
+    lookup = p._not_logged
+    monkeypatch.setattr(p, "_not_logged", lambda ids: looked.append(len(ids)) or lookup(ids))
+    assert not p._labels_ready(None, 0, wait, now) and looked == [10]
+    assert not p._labels_ready(None, 0, wait, now) and looked == [10], "nothing scored since: no lookup"
+    p.process_batch(batch[:6], list(range(6)), 0, T0)
+    assert not p._labels_ready(None, 0, wait, now) and looked == [10, 10] and wait.waiting == [t.id for t in batch[6:]]
+    p.process_batch(batch[6:], list(range(6, 10)), 0, T0)
+    assert p._labels_ready(None, 0, wait, now) and looked == [10, 10, 4], "only the ids still waiting"
+    p.join_labels(wait.labels, 0, T0)
+    assert p._not_logged([t.id for t in batch]) == [t.id for t in batch], "every label joined its logged record"
 
 
 def test_drift_on_errors_is_detected_and_debounced() -> None:
