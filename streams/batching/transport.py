@@ -36,6 +36,8 @@ Acks from a previous consumer generation are ignored for the same reason.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
+from itertools import filterfalse
 from time import monotonic
 from typing import Any, AsyncIterator, ClassVar, Iterable, Mapping, Optional, Set, Tuple, Type, cast
 
@@ -319,13 +321,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
         gap, a missing head means an unfinished batch: commit nothing yet.
         """
         acked = self._acked[tp]
-        if acked and not self._gap[tp]:
-            base = self._committed_offset[tp]
-            if base is None:
-                base = self._first_delivered.get(tp)
-            if base is not None and min(acked) > base:
-                return None
-        return super()._new_offset(tp)
+        if not acked or self._gap[tp]:
+            return super()._new_offset(tp)
+        base = self._committed_offset[tp]
+        if base is None:
+            base = self._first_delivered.get(tp)
+        if base is not None and min(acked) > base:
+            return None
+        # Faust's answer without a gap (the first run of consecutive acked offsets is committed and
+        # dropped), found by bisection rather than a Python call per offset: acked offsets are
+        # distinct, so once sorted, ``acked[i] - i`` grows, and equals ``acked[0]`` along the run.
+        acked.sort()
+        run = bisect_right(range(len(acked)), acked[0], key=lambda i: acked[i] - i)
+        done = acked[:run]
+        del acked[:run]
+        self._acked_index[tp].difference_update(done)
+        return done[-1] + 1
 
     # -- acknowledging ------------------------------------------------------------
     def ack_batch(self, message: BatchMessage) -> bool:
@@ -357,7 +368,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if committed is not None:
                 first = max(first, committed)
             index = self._acked_index[tp]
-            new = [o for o in range(first, message.offset + 1) if o not in index]
+            new = list(filterfalse(index.__contains__, range(first, message.offset + 1)))
             if new:
                 index.update(new)
                 self._acked[tp].extend(new)

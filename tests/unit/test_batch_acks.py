@@ -149,3 +149,26 @@ def test_partitions_without_a_commit_seek_to_the_beginning(consumer) -> None:
 
     asyncio.run(consumer.perform_seek())  # Faust's caller: read offsets follow
     assert consumer._read_offset[TP(TOPIC, 1)] is None and consumer._read_offset[TP0] == 120
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_commit_offset_equals_fausts_without_gaps(consumer, seed: int) -> None:
+    import random
+
+    from faust.transport.consumer import Consumer
+
+    rng = random.Random(seed)
+    consumer._committed_offset[TP0] = 100  # (Kafka's committed offset: the next to read)
+    offsets = list(range(100, 400))
+    rng.shuffle(offsets)
+    acked = list(dict.fromkeys(offsets[: rng.randrange(1, 300)] + [100] * (seed % 2)))  # (distinct, as acks are)
+    ours, fausts = list(acked), list(acked)
+    consumer._acked[TP0], consumer._acked_index[TP0] = ours, set(ours)
+    got = consumer._new_offset(TP0)
+    if 100 not in acked:  # a hole at the head: nothing (Faust would step over a hole of one offset)
+        assert got is None
+        return
+    left = (consumer._acked[TP0], consumer._acked_index[TP0])
+    consumer._acked[TP0], consumer._acked_index[TP0] = fausts, set(fausts)
+    assert got == Consumer._new_offset(consumer, TP0) and got > 100
+    assert left == (consumer._acked[TP0], consumer._acked_index[TP0]), "the same offsets left to commit"
