@@ -347,7 +347,9 @@ class _Session:
 
     # processes ----------------------------------------------------------------------------
     def start(self, variant: str, pipeline: str, prefix: str, tag: str,
-              env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+              env_extra: dict[str, str] | None = None, code: Path | None = None) -> tuple[subprocess.Popen, Path]:
+        """Start a variant's process; ``code``: the checkout whose code it runs (default: this one)."""
+        root = Path(code).resolve() if code is not None else ROOT
         env = dict(
             os.environ,
             LEPTON_KAFKA_BOOTSTRAP=self.bootstrap,
@@ -359,12 +361,12 @@ class _Session:
             LEPTON_SESSION_TIMEOUT_S=str(self.settings.session_timeout_s),
             LEPTON_HEARTBEAT_INTERVAL_S=str(self.settings.heartbeat_interval_s),
             LEPTON_LOG_LEVEL="WARNING",
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
         )
         env.update(env_extra or {})
         log = self.logs / f"{tag}.log"
         cmd = variant_command(variant, pipeline, self.quix_python)
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
         self.procs.append(proc)
         return proc, log
 

@@ -25,6 +25,11 @@ topics to their ends. Measured after the fact, as ``lepton bench`` does:
 * labels joined / missing from the worker's own ``/metrics``.
 
     python -m streams.bench.fraud_worker [FILE] [--rows 400000] [--label-delay-days 7] [--runs 3] [--json OUT]
+    python -m streams.bench.fraud_worker FILE --runs 3 --baseline-tree DIR   # old code (a git worktree) vs this
+
+With ``--baseline-tree`` each run is a pair, the other checkout's worker and this one's (alternating which goes
+first), and the result adds the pairs' ratios: the figure to judge a change by on a machine whose speed
+drifts by a third within an hour.
 
 The machine is shared: the CPU figure moves less with other load than the
 wall-clock rate, which also counts the broker on the other core.
@@ -131,8 +136,10 @@ def _last_stamp(session: _Session, topic: str) -> float:
     return max(stamps) / 1000.0 if stamps else float("-inf")
 
 
-def run_once(settings: Settings, bootstrap: str, run: int, transactions: int, logs: Path) -> WorkerRun:
-    """One fresh worker over both topics, from the start; see the module doc for what is measured."""
+def run_once(settings: Settings, bootstrap: str, run: int, transactions: int, logs: Path,
+             code: Path | None = None) -> WorkerRun:
+    """One fresh worker (of the checkout ``code``, default this one) over both topics, from the start; see
+    the module doc for what is measured."""
     session = _bare_session(settings, bootstrap, logs)
     topics = settings.topics.pipeline("fraud")
     app_id = f"benchw{run}-{int(time.time() * 1000)}"
@@ -142,7 +149,8 @@ def run_once(settings: Settings, bootstrap: str, run: int, transactions: int, lo
         (Path(home) / "models").symlink_to(settings.models_dir.resolve())
         launched = time.time()
         proc, log = session.start("lepton", "fraud", settings.topic_prefix, f"fraud-worker-run{run}",
-                                  {"LEPTON_APP_ID": app_id, "LEPTON_HOME": home, "LEPTON_METRICS_PORT": str(port)})
+                                  {"LEPTON_APP_ID": app_id, "LEPTON_HOME": home, "LEPTON_METRICS_PORT": str(port)},
+                                  code=code)
         sampler = _CpuSampler(proc.pid)
         sampler.start()
         try:
@@ -164,40 +172,68 @@ def run_once(settings: Settings, bootstrap: str, run: int, transactions: int, lo
 
 
 def run_bench(settings: Settings, source: str | None, rows: int, label_delay_days: float, runs: int,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
+              echo: Callable[[str], None] = print, baseline: Path | None = None) -> dict[str, Any]:
     """``runs`` times: fill fresh topics (on the embedded broker, a fresh broker: it slows as it fills),
-    run a fresh worker over them; the result (medians and every run) as a dict."""
+    run a fresh worker over them; the result (medians and every run) as a dict.
+
+    ``baseline`` (a checkout of other code, e.g. ``git worktree add DIR <commit>``): each run is a pair,
+    that code's worker and this one's on topics filled alike, in alternating order, so that a change is
+    judged by ratios measured under the same load (``baseline``: its medians and the pairs' ratios).
+    """
     from ..kafka_session import kafka
 
     stamp = f"{settings.topic_prefix}benchw{time.strftime('%Y%m%d-%H%M%S')}"
     settings = settings.model_copy(update={"home": settings.home.resolve()})
     logs = settings.home / "bench" / stamp
     logs.mkdir(parents=True, exist_ok=True)
-    results, sent = [], []
+    variants: list[tuple[str, Path | None]] = [("this", None)] + ([("baseline", baseline)] if baseline else [])
+    results: dict[str, list[WorkerRun]] = {name: [] for name, _ in variants}
+    sent = []
     for run in range(runs):
-        run_settings = settings.model_copy(update={"topic_prefix": f"{stamp}-{run}."})
-        with kafka(run_settings, create_topics=False) as bootstrap:
-            started = time.time()
-            transactions, labels = fill(run_settings, bootstrap, source, rows, label_delay_days)
-            sent.append((transactions, labels))
-            echo(f"filled {transactions:,} transactions and {labels:,} labels ({label_delay_days:g} days late) "
-                 f"in {time.time() - started:.0f} s")
-            r = run_once(run_settings, bootstrap, run, transactions, logs)
-        results.append(r)
-        echo(f"  run {run + 1}/{runs}: {r.transactions_per_s:,.0f} transactions/s, {r.cpu_s_per_1k:.4f} CPU s per "
-             f"1,000 ({r.transactions_per_cpu_s:,.0f} per CPU second), {r.labels_joined:,} labels joined, "
-             f"{r.labels_missing:,} missing, {r.seconds:.1f} s, load {r.loadavg:.1f}")
-    return {
+        for name, code in (variants if run % 2 == 0 else variants[::-1]):
+            run_settings = settings.model_copy(update={"topic_prefix": f"{stamp}-{run}{name[0]}."})
+            with kafka(run_settings, create_topics=False) as bootstrap:
+                started = time.time()
+                transactions, labels = fill(run_settings, bootstrap, source, rows, label_delay_days)
+                sent.append((transactions, labels))
+                echo(f"filled {transactions:,} transactions and {labels:,} labels ({label_delay_days:g} days late) "
+                     f"in {time.time() - started:.0f} s")
+                r = run_once(run_settings, bootstrap, run, transactions, logs, code)
+            results[name].append(r)
+            echo(f"  run {run + 1}/{runs}{f' ({name})' if baseline else ''}: {r.transactions_per_s:,.0f} "
+                 f"transactions/s, {r.cpu_s_per_1k:.4f} CPU s per 1,000 ({r.transactions_per_cpu_s:,.0f} per CPU "
+                 f"second), {r.labels_joined:,} labels joined, {r.labels_missing:,} missing, {r.seconds:.1f} s, "
+                 f"load {r.loadavg:.1f}")
+    result = {
         "source": source or "synthetic",
         "transactions": sent[0][0],
         "labels_sent": sent[0][1],
         "label_delay_days": label_delay_days,
-        "transactions_per_s": statistics.median(r.transactions_per_s for r in results),
-        "cpu_s_per_1k": statistics.median(r.cpu_s_per_1k for r in results),
-        "transactions_per_cpu_s": statistics.median(r.transactions_per_cpu_s for r in results),
-        "runs": [asdict(r) for r in results],
+        **_medians(results["this"]),
+        "runs": [asdict(r) for r in results["this"]],
         "machine": _machine(),
         "revision": _git_revision(),
+    }
+    if baseline:
+        pairs = list(zip(results["this"], results["baseline"]))
+        result["baseline"] = {
+            "code": str(baseline),
+            **_medians(results["baseline"]),
+            # > 1: this code is faster; per pair (same load), then their median
+            "speedup_rate": statistics.median(a.transactions_per_s / b.transactions_per_s for a, b in pairs),
+            "speedup_cpu": statistics.median(b.cpu_s_per_1k / a.cpu_s_per_1k for a, b in pairs),
+            "runs": [asdict(r) for r in results["baseline"]],
+        }
+        echo(f"against {baseline}: {result['baseline']['speedup_rate']:.3f}x the transactions/s, "
+             f"{result['baseline']['speedup_cpu']:.3f}x less CPU per transaction (medians of {runs} pairs)")
+    return result
+
+
+def _medians(runs: list[WorkerRun]) -> dict[str, float]:
+    return {
+        "transactions_per_s": statistics.median(r.transactions_per_s for r in runs),
+        "cpu_s_per_1k": statistics.median(r.cpu_s_per_1k for r in runs),
+        "transactions_per_cpu_s": statistics.median(r.transactions_per_cpu_s for r in runs),
     }
 
 
@@ -211,11 +247,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label-delay-days", type=float, default=7.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="write the result here too")
+    parser.add_argument("--baseline-tree", type=Path, default=None, metavar="DIR",
+                        help="also run the worker of the code in DIR (a git worktree of another commit), each run "
+                             "a pair in alternating order; reports the pairs' ratios")
     args = parser.parse_args(argv)
-    result = run_bench(get_settings(), args.file, args.rows, args.label_delay_days, args.runs)
+    if args.baseline_tree is not None and not (args.baseline_tree / "streams" / "cli.py").is_file():
+        parser.error(f"--baseline-tree {args.baseline_tree}: not a checkout of this project (no streams/cli.py); "
+                     f"make one with `git worktree add {args.baseline_tree} <commit>`")
+    result = run_bench(get_settings(), args.file, args.rows, args.label_delay_days, args.runs,
+                       baseline=args.baseline_tree)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
+    summary = {k: v for k, v in result.items() if k != "runs"}
+    if "baseline" in summary:
+        summary["baseline"] = {k: v for k, v in summary["baseline"].items() if k != "runs"}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
