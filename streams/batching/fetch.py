@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from aiokafka.consumer import fetcher as aiokafka_fetcher
-from aiokafka.errors import CorruptRecordException
 from aiokafka.consumer.fetcher import READ_COMMITTED
+from aiokafka.errors import CorruptRecordException
 
 _AiokafkaPartitionRecords = aiokafka_fetcher.PartitionRecords
 
