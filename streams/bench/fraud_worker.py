@@ -148,7 +148,8 @@ def run_once(settings: Settings, bootstrap: str, run: int, transactions: int, lo
         # The registered models, a state directory of its own (the online model's checkpoint starts empty).
         (Path(home) / "models").symlink_to(settings.models_dir.resolve())
         launched = time.time()
-        proc, log = session.start("lepton", "fraud", settings.topic_prefix, f"fraud-worker-run{run}",
+        tag = f"fraud-worker-run{run}" + ("-baseline" if code is not None else "")  # (a pair's logs both kept)
+        proc, log = session.start("lepton", "fraud", settings.topic_prefix, tag,
                                   {"LEPTON_APP_ID": app_id, "LEPTON_HOME": home, "LEPTON_METRICS_PORT": str(port)},
                                   code=code)
         sampler = _CpuSampler(proc.pid)
