@@ -787,7 +787,7 @@ class FraudPipeline(Pipeline):
             self._register_tables(app, parts)
         # Label outputs (table changelog records, drift alerts) are acknowledged before the labels' offsets commit.
         deliveries = Deliveries(Emitter(app), self.name, max_inflight=self.settings.max_inflight_batches)
-        feedback = BatchTopic(app, topics=[self.topics.feedback], acks=True)
+        feedback = BatchTopic(app, topics=[self.topics.feedback], acks=True, max_batch=self.settings.fraud_label_batch)
 
         # Labels that overtook their transactions are held, not awaited in the agent: an agent that waits
         # stops the fetch loop that would bring the transactions (see streams.batching.held).

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     fraud_drift_debounce_s: float = Field(
         3600.0, ge=0, description="Event time after a drift detection during which the same signal raises no new one.")
     fraud_explain_top: int = Field(3, ge=1, description="Features named in a fraud alert's explanation.")
+    fraud_label_batch: int = Field(
+        20000, ge=1, description="Most labels in one batch (a batch per partition). A label batch rewrites the "
+        "state of each terminal it names once: larger batches than max_batch rewrite each less often.")
     fraud_label_wait_s: float = Field(
         30.0, ge=0, description="A label whose transaction is not scored yet is held (uncommitted) while the "
         "transactions of its partition are behind (both replayed from a backlog), until they have not moved "

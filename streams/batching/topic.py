@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import faust
 from faust.types import EventT, Message
@@ -14,7 +14,20 @@ class BatchTopic(faust.Topic):
     Decoding is left to the agent, which does it in bulk: the conductor only
     wraps the already-built :class:`RecordBatch` in an event. A Kafka topic
     must be consumed either per message or per batch, never both in one app.
+
+    ``max_batch`` caps a batch of this topic (default: the app's ``max_batch``
+    setting): a topic of small records whose cost per batch grows slower than
+    its size (the fraud labels) takes larger batches.
     """
+
+    def __init__(self, *args: Any, max_batch: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
+
+    def _clone_args(self) -> Mapping:
+        return {**super()._clone_args(), "max_batch": self.max_batch}
 
     def _compile_decode(self) -> None:
         # faust.Topic compiles ``self.decode`` from its schema; a batch is

@@ -6,7 +6,7 @@ How a batch travels, and why offsets stay correct
    partition of a *batch topic* (a Kafka topic subscribed through a
    :class:`~streams.batching.topic.BatchTopic`) it yields one
    :class:`~streams.batching.message.BatchMessage` per run of at most
-   ``max_batch`` records instead of one message per record. Other topics
+   ``max_batch`` records (the topic's own, else the setting) instead of one message per record. Other topics
    (table changelogs, ordinary agents) keep Faust's per-message path.
 2. Faust's conductor routes the item by topic-partition like any message; the
    batch topic's ``decode`` wraps it in an event; the agent's stream yields it.
@@ -112,18 +112,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     # -- which topics are batched ---------------------------------------------
-    def _batch_topic_names(self) -> Set[str]:
-        names: Set[str] = set()
+    def _batch_topics(self) -> dict[str, int]:
+        """Batch topics and the most records in one of their batches (the topic's ``max_batch``, else the
+        app's)."""
+        default = int(self.app.lepton_settings.max_batch)
+        sizes: dict[str, int] = {}
         for channel in self.app.topics:
             if isinstance(channel, BatchTopic):
-                names.update(channel.topics)
-        return names
+                for name in channel.topics:
+                    sizes[name] = channel.max_batch or default
+        return sizes
 
     def _lean_topic_names(self) -> Set[str]:
         """Topics whose records this consumer hands over in bulk: batch topics and bulk tables' changelogs."""
         changelogs = {name for name, table in self.app.tables._changelogs.items()
                       if getattr(table, "lepton_bulk", None) is not None}
-        return self._batch_topic_names() | changelogs
+        return set(self._batch_topics()) | changelogs
 
     # -- fetching ---------------------------------------------------------------
     async def _getmany(self, active_partitions: Optional[Set[TP]], timeout: float) -> Any:
@@ -178,9 +182,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             except Exception as exc:  # pragma: no cover - same as Faust
                 self.log.warning("exception performing seek when flow not active %r", exc)
             return
-        batch_topics = self._batch_topic_names()
+        batch_topics = self._batch_topics()
         changelogs = self.app.tables._changelogs
-        max_batch = int(self.app.lepton_settings.max_batch)
         to_message = self._to_message
         # Batches of each batch topic this fetch delivers: each batch says how many follow it, so
         # the agent can take a fetch's partitions in one call (an upper bound: a partition the
@@ -188,7 +191,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         left: dict[str, int] = {}
         for tp, tp_records in records.items():
             if tp.topic in batch_topics:
-                left[tp.topic] = left.get(tp.topic, 0) + -(-len(tp_records) // max_batch)
+                left[tp.topic] = left.get(tp.topic, 0) + -(-len(tp_records) // batch_topics[tp.topic])
         for tp, tp_records in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
                 break
@@ -200,6 +203,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             if tp.topic in batch_topics:
+                max_batch = batch_topics[tp.topic]
                 for start in range(0, len(tp_records), max_batch):
                     left[tp.topic] -= 1
                     yield tp, BatchMessage(tp, tp_records[start : start + max_batch], generation_id, left[tp.topic])

@@ -132,7 +132,7 @@ def test_labels_ahead_of_their_transactions_are_held_without_stalling_the_worker
     d.produce("fraud-labels", labels)
     produce(settings, d.bootstrap, "fraud", iter(frame.drop(columns=["label"]).to_dict("records")), progress=False)
 
-    worker = d.worker(LEPTON_MAX_BATCH="10", LEPTON_FRAUD_LABEL_WAIT_S="30").start()
+    worker = d.worker(LEPTON_MAX_BATCH="10", LEPTON_FRAUD_LABEL_BATCH="10", LEPTON_FRAUD_LABEL_WAIT_S="30").start()
     scores = TopicReader(d.bootstrap, d.topic("fraud-scores"), d.partitions)
     try:
         wait_for(lambda: len({v["id"] for v in scores.poll()}) >= N, 120, f"{N} distinct scores")

@@ -172,3 +172,34 @@ def test_commit_offset_equals_fausts_without_gaps(consumer, seed: int) -> None:
     consumer._acked[TP0], consumer._acked_index[TP0] = fausts, set(fausts)
     assert got == Consumer._new_offset(consumer, TP0) and got > 100
     assert left == (consumer._acked[TP0], consumer._acked_index[TP0]), "the same offsets left to commit"
+
+
+def test_a_batch_topic_cuts_its_batches_at_its_own_max_batch(consumer) -> None:
+    """A topic given ``max_batch`` (the fraud labels) is cut at it; the others at the setting."""
+    import asyncio
+
+    app = consumer.app
+    app.lepton_settings = Settings(max_batch=300)
+    labels = BatchTopic(app, topics=["labels"], max_batch=1000)
+    assert labels.clone().max_batch == 1000  # (Faust clones topics: the size goes along)
+    app.topics.add(BatchTopic(app, topics=[TOPIC]))  # (subscribed, as an agent does)
+    app.topics.add(labels)
+    tp_labels = TP("labels", 0)
+    fetched = {TP0: [SimpleNamespace(offset=o, timestamp=0, timestamp_type=0, value=b"x") for o in range(700)],
+               tp_labels: [SimpleNamespace(offset=o, timestamp=0, timestamp_type=0, value=b"y") for o in range(2500)]}
+
+    async def wait_next_records(timeout):
+        return fetched, None
+
+    consumer._wait_next_records = wait_next_records
+    consumer.highwater = lambda tp: None
+
+    async def collect():
+        return [(tp, [r.offset for r in message.value.records], message.value.follow)
+                async for tp, message in consumer.getmany(0)]
+
+    got = asyncio.run(collect())
+    assert [(tp, len(offsets)) for tp, offsets, _ in got] == [
+        (TP0, 300), (TP0, 300), (TP0, 100), (tp_labels, 1000), (tp_labels, 1000), (tp_labels, 500)]
+    assert [o for tp, offsets, _ in got if tp == tp_labels for o in offsets] == list(range(2500))
+    assert [follow for _, _, follow in got] == [2, 1, 0, 2, 1, 0]  # batches of the same topic still to come
