@@ -6,8 +6,9 @@ changelog records are built too; an app that is never started, no broker),
 on a labelled file in event-time order, batches of ``batch_size`` on
 ``partitions`` partitions (keyed by card; up to ``max_merged_batches`` partitions'
 batches scored in one call, as the worker takes a fetch's batches), labels arriving ``label_delay_days``
-late in batches: features from state, ONNX, the online model, outputs,
-alerts and their explanations, logging, expiry, label join and learning.
+late, taken in batches of ``fraud_label_batch`` per partition (as a worker catching up a backlog takes
+them): features from state, ONNX, the online model, outputs, alerts and their explanations, logging,
+expiry, label join and learning.
 Times are this process's CPU time in the pipeline's calls after a warm-up (building
 each batch's inputs, the transport's part in a worker, is reported apart as
 ``harness_us_per_tx``), so ``1e6 / us_per_tx`` is the rate one core sustains for
@@ -209,6 +210,10 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
     freeze_long_lived(settings.gc_young_threshold)
     offsets = np.zeros(parts, dtype=np.int64)
     labelled = 0
+    # Labels arrived and not yet handed over, per run and partition; each run takes them in batches of its
+    # fraud_label_batch (code without that setting: max_batch, which cut its label batches).
+    pending = [[[] for _ in range(parts)] for _ in runs]
+    label_batch = [getattr(s, "fraud_label_batch", s.max_batch) for s, _ in runs]
     spent = [0.0] * len(runs)
     outputs = [0] * len(runs)
     timed_tx = 0
@@ -228,10 +233,12 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
             warm = False
         t0 = time.process_time()
         upto = int(np.searchsorted(arrival, ts[a], side="right"))
-        work = []
         if upto > labelled:
             lp = part[labelled:upto]
-            work = [([labels[i] for i in np.flatnonzero(lp == p) + labelled], p) for p in range(parts)]
+            for p in range(parts):
+                came = [labels[i] for i in np.flatnonzero(lp == p) + labelled]
+                for queue in pending:
+                    queue[p] += came
             labelled = upto
         bp = part[a:b]
         groups = []
@@ -249,8 +256,11 @@ def pipeline_cost(frame: pd.DataFrame, settings, *, batch_size: int = 2000, warm
             merged = run_settings.max_merged_batches  # partitions' batches per call (LEPTON_MAX_MERGED_BATCHES)
             got = produced[r]
             t0 = time.process_time()
-            for raws, p in work:
-                got.append(run.process_labels(raws, p, ts[a]))
+            size = label_batch[r]
+            for p, queue in enumerate(pending[r]):  # full batches, as a worker catching up a backlog gets them
+                while len(queue) >= size:
+                    got.append(run.process_labels(queue[:size], p, ts[a]))
+                    del queue[:size]
             for g in range(0, len(groups), merged):  # as the worker's agent takes a fetch's batches
                 got.extend(run.process_batches(groups[g:g + merged], ts[b - 1]))
             if timing:
