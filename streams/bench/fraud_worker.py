@@ -28,8 +28,8 @@ topics to their ends. Measured after the fact, as ``lepton bench`` does:
     python -m streams.bench.fraud_worker FILE --runs 3 --baseline-tree DIR   # old code (a git worktree) vs this
 
 With ``--baseline-tree`` each run is a pair, the other checkout's worker and this one's (alternating which goes
-first), and the result adds the pairs' ratios: the figure to judge a change by on a machine whose speed
-drifts by a third within an hour.
+first), and the result adds the pairs' ratios (:func:`order_balanced`: the order within a pair moves them; give
+an even ``--runs``): the figure to judge a change by on a machine whose speed drifts by a third within an hour.
 
 The machine is shared: the CPU figure moves less with other load than the
 wall-clock rate, which also counts the broker on the other core.
@@ -38,8 +38,10 @@ wall-clock rate, which also counts the broker on the other core.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -181,8 +183,9 @@ def run_bench(settings: Settings, source: str | None, rows: int, label_delay_day
     that code's worker and this one's on topics filled alike, in alternating order, so that a change is
     judged by ratios measured under the same load (``baseline``: its medians and the pairs' ratios).
     """
-    from ..kafka_session import kafka
+    from ..kafka_session import starts_embedded_broker
 
+    fresh = starts_embedded_broker(settings)  # (decided once: a pair's first broker is not for its second)
     stamp = f"{settings.topic_prefix}benchw{time.strftime('%Y%m%d-%H%M%S')}"
     settings = settings.model_copy(update={"home": settings.home.resolve()})
     logs = settings.home / "bench" / stamp
@@ -191,20 +194,26 @@ def run_bench(settings: Settings, source: str | None, rows: int, label_delay_day
     results: dict[str, list[WorkerRun]] = {name: [] for name, _ in variants}
     sent = []
     for run in range(runs):
-        for name, code in (variants if run % 2 == 0 else variants[::-1]):
-            run_settings = settings.model_copy(update={"topic_prefix": f"{stamp}-{run}{name[0]}."})
-            with kafka(run_settings, create_topics=False) as bootstrap:
+        with contextlib.ExitStack() as brokers:
+            # A pair's topics are both filled first (a broker each), so its two workers run back to back: a
+            # fill between them (half a minute) let the machine's load change between the two measurements.
+            filled = []
+            for name, code in (variants if run % 2 == 0 else variants[::-1]):
+                run_settings = settings.model_copy(update={"topic_prefix": f"{stamp}-{run}{name[0]}."})
+                bootstrap = brokers.enter_context(_broker(run_settings, fresh, logs / f"broker-run{run}{name[0]}.log"))
                 started = time.time()
                 transactions, labels = fill(run_settings, bootstrap, source, rows, label_delay_days)
                 sent.append((transactions, labels))
                 echo(f"filled {transactions:,} transactions and {labels:,} labels ({label_delay_days:g} days late) "
                      f"in {time.time() - started:.0f} s")
-                r = run_once(run_settings, bootstrap, run, transactions, logs, code)
-            results[name].append(r)
-            echo(f"  run {run + 1}/{runs}{f' ({name})' if baseline else ''}: {r.transactions_per_s:,.0f} "
-                 f"transactions/s, {r.cpu_s_per_1k:.4f} CPU s per 1,000 ({r.transactions_per_cpu_s:,.0f} per CPU "
-                 f"second), {r.labels_joined:,} labels joined, {r.labels_missing:,} missing, {r.seconds:.1f} s, "
-                 f"load {r.loadavg:.1f}")
+                filled.append((name, code, run_settings, bootstrap, transactions))
+            for name, code, run_settings, bootstrap, transactions in filled:
+                results[name].append(run_once(run_settings, bootstrap, run, transactions, logs, code))
+                r = results[name][-1]
+                echo(f"  run {run + 1}/{runs}{f' ({name})' if baseline else ''}: {r.transactions_per_s:,.0f} "
+                     f"transactions/s, {r.cpu_s_per_1k:.4f} CPU s per 1,000 ({r.transactions_per_cpu_s:,.0f} per "
+                     f"CPU second), {r.labels_joined:,} labels joined, {r.labels_missing:,} missing, {r.seconds:.1f} "
+                     f"s, load {r.loadavg:.1f}")
     result = {
         "source": source or "synthetic",
         "transactions": sent[0][0],
@@ -217,17 +226,51 @@ def run_bench(settings: Settings, source: str | None, rows: int, label_delay_day
     }
     if baseline:
         pairs = list(zip(results["this"], results["baseline"]))
+        rate = [a.transactions_per_s / b.transactions_per_s for a, b in pairs]  # > 1: this code is faster
+        cpu = [b.cpu_s_per_1k / a.cpu_s_per_1k for a, b in pairs]
         result["baseline"] = {
             "code": str(baseline),
             **_medians(results["baseline"]),
-            # > 1: this code is faster; per pair (same load), then their median
-            "speedup_rate": statistics.median(a.transactions_per_s / b.transactions_per_s for a, b in pairs),
-            "speedup_cpu": statistics.median(b.cpu_s_per_1k / a.cpu_s_per_1k for a, b in pairs),
+            "speedup_rate": order_balanced(rate),
+            "speedup_cpu": order_balanced(cpu),
+            "pair_rate_ratios": rate,  # pair i: this code ran first when i is even
             "runs": [asdict(r) for r in results["baseline"]],
         }
         echo(f"against {baseline}: {result['baseline']['speedup_rate']:.3f}x the transactions/s, "
-             f"{result['baseline']['speedup_cpu']:.3f}x less CPU per transaction (medians of {runs} pairs)")
+             f"{result['baseline']['speedup_cpu']:.3f}x less CPU per transaction ({runs} pairs, the two orders "
+             f"weighed alike; pairs {', '.join(f'{r:.2f}' for r in rate)})"
+             + ("" if runs % 2 == 0 else "; an even --runs gives each order as many pairs"))
     return result
+
+
+def order_balanced(ratios: list[float]) -> float:
+    """The pairs' ratio, the order inside a pair cancelled out: the geometric mean of the geometric means of
+    the pairs run in each order (pair ``i``: this code first when ``i`` is even).
+
+    Which worker of a pair runs first moves the ratio (three-pair runs gave 1.40, 1.03, 1.41: the median
+    took the order that ran twice). So each order counts half, however many pairs ran in it.
+
+    >>> round(order_balanced([1.44, 1.0, 1.44]), 3), order_balanced([1.21])
+    (1.2, 1.21)
+    """
+    orders = [ratios[0::2], ratios[1::2]]
+    means = [math.exp(statistics.fmean(map(math.log, order))) for order in orders if order]
+    return math.exp(statistics.fmean(map(math.log, means)))
+
+
+@contextlib.contextmanager
+def _broker(settings: Settings, fresh: bool, log: Path) -> Iterator[str]:
+    """A fresh embedded broker of its own (the broker slows as it fills), else the one configured or running."""
+    if not fresh:
+        from ..kafka_session import kafka
+
+        with kafka(settings, create_topics=False) as bootstrap:
+            yield bootstrap
+        return
+    from connectors.broker import EmbeddedBroker
+
+    with EmbeddedBroker(settings, log_path=log) as broker:  # (not published in the home: the pair's other one is separate)
+        yield broker.bootstrap
 
 
 def _medians(runs: list[WorkerRun]) -> dict[str, float]:

@@ -48,6 +48,7 @@ def test_worker_bench_against_a_baseline_tree_runs_pairs(broker: str, fraud_mode
     assert base["runs"][0]["labels_joined"] == result["runs"][0]["labels_joined"] == 1000
     assert base["speedup_rate"] == pytest.approx(result["transactions_per_s"] / base["transactions_per_s"])
     assert base["speedup_cpu"] == pytest.approx(base["cpu_s_per_1k"] / result["cpu_s_per_1k"])
+    assert base["pair_rate_ratios"] == [pytest.approx(base["speedup_rate"])]
     assert any("(baseline)" in line for line in said) and any(line.startswith("against ") for line in said)
     logs = (fraud_model_home / "bench").glob(f"{settings.topic_prefix}benchw*/fraud-worker-run0*.log")
     assert sorted(p.name for p in logs) == ["fraud-worker-run0-baseline.log", "fraud-worker-run0.log"]
