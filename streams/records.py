@@ -21,8 +21,10 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from typing import Any, Callable
 
+import numpy as np
 import orjson
 
 from .settings import Settings
@@ -205,3 +207,59 @@ PARSERS: dict[str, Callable[[bytes | None, Limits], Any]] = {
 def dumps(obj: Any) -> bytes:
     """Serialize an output record (orjson: dataclasses, numpy scalars)."""
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+_QUOTED_SEP = b'","'
+
+
+def _column(values: Any, n: int) -> tuple[Any, bool]:
+    """A column's items as JSON texts, and whether they are strings given without their quotes.
+
+    One ``orjson.dumps`` of the whole column, cut in C: a list of strings at ``","`` (which cannot
+    occur inside an encoded string: its quotes are escaped), a list of numbers, booleans and nulls at
+    its commas. Anything else takes one ``dumps`` per item. A value that is not a list, tuple or array
+    is the same in every row.
+    """
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        return repeat(dumps(values)), False
+    if len(values) != n:
+        raise ValueError(f"a column has {len(values)} values for {n} rows")
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return orjson.dumps(values)[2:-2].split(_QUOTED_SEP), True
+    if kinds <= {int, float, bool, type(None)}:
+        return orjson.dumps(values)[1:-1].split(b","), False
+    return list(map(dumps, values)), False
+
+
+def dump_columns(columns: dict[str, Any]) -> list[bytes]:
+    """One flat JSON object per row from a batch's columns (field -> values), each row's bytes exactly
+    ``dumps`` of its dict: without a dict per row, with one join per row.
+
+    A scored batch's records cost about 2 µs each built as dicts and dumped together, about a third of
+    that so (the worker writes one per transaction).
+
+    >>> rows = dump_columns({"id": ["a", 'b","c'], "p": [0.5, float("nan")], "v": 3, "ok": [True, False]})
+    >>> rows == [dumps({"id": "a", "p": 0.5, "v": 3, "ok": True}), dumps({"id": 'b","c', "p": None, "v": 3, "ok": False})]
+    True
+    """
+    lengths = {len(v) for v in columns.values() if isinstance(v, (list, tuple, np.ndarray))}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+    n = lengths.pop() if lengths else 1
+    if n == 0:
+        return []
+    # Each row: constant text (a name, a quote, a constant value) between the variable items; runs of
+    # constant text are merged so that a row is one join of as few pieces as there are variable columns.
+    parts: list[Any] = []
+    text = b"{"
+    for i, (name, values) in enumerate(columns.items()):
+        items, quoted = _column(values, n)
+        text += (b"," if i else b"") + dumps(name) + b":" + (b'"' if quoted else b"")
+        if isinstance(items, repeat):
+            text += next(items)
+            continue
+        parts += (repeat(text), items)
+        text = b'"' if quoted else b""
+    parts.append(repeat(text + b"}"))
+    return list(map(b"".join, zip(*parts)))
