@@ -266,18 +266,21 @@ class _SubKeys(MutableMapping[str, bytes]):
         return self.table.get_many([key + suffix for key in keys])
 
     def update_many(self, items: Mapping[str, bytes]) -> None:
-        suffix, cache = self.suffix, self.cache
-        self.table.update_many({key + suffix: value for key, value in items.items()})
-        if cache is not None and len(cache):
-            cache.store(self.partition, list(items), list(items.values()))
+        self._write(items, None)
 
     def update_decoded(self, items: Mapping[str, bytes], headers: np.ndarray, buckets: np.ndarray,
                        bucket_key: np.ndarray) -> None:
         """:meth:`update_many` from the engine, which gives the states decoded too: the cache takes those."""
+        self._write(items, (headers, buckets, bucket_key))
+
+    def _write(self, items: Mapping[str, bytes], decoded: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
         suffix, cache = self.suffix, self.cache
         self.table.update_many({key + suffix: value for key, value in items.items()})
         if cache is not None and len(cache):
-            cache.store_decoded(self.partition, list(items), headers, buckets, bucket_key)
+            if decoded is None:
+                cache.store(self.partition, list(items), list(items.values()))
+            else:
+                cache.store_decoded(self.partition, list(items), *decoded)
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self.update_many({key: value})
