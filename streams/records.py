@@ -236,11 +236,12 @@ def dump_columns(columns: dict[str, Any]) -> list[bytes]:
     """One flat JSON object per row from a batch's columns (field -> values), each row's bytes exactly
     ``dumps`` of its dict: without a dict per row, with one join per row.
 
-    A scored batch's records cost about 2 µs each built as dicts and dumped together, about a third of
-    that so (the worker writes one per transaction).
+    16,000 score records: about 1.16 µs each built as dicts and dumped together, 0.91 µs so (the
+    worker writes one per transaction).
 
     >>> rows = dump_columns({"id": ["a", 'b","c'], "p": [0.5, float("nan")], "v": 3, "ok": [True, False]})
-    >>> rows == [dumps({"id": "a", "p": 0.5, "v": 3, "ok": True}), dumps({"id": 'b","c', "p": None, "v": 3, "ok": False})]
+    >>> rows == [dumps({"id": "a", "p": 0.5, "v": 3, "ok": True}),
+    ...          dumps({"id": 'b","c', "p": None, "v": 3, "ok": False})]
     True
     """
     lengths = {len(v) for v in columns.values() if isinstance(v, (list, tuple, np.ndarray))}

@@ -28,8 +28,8 @@ topics to their ends. Measured after the fact, as ``lepton bench`` does:
     python -m streams.bench.fraud_worker FILE --runs 3 --baseline-tree DIR   # old code (a git worktree) vs this
 
 With ``--baseline-tree`` each run is a pair, the other checkout's worker and this one's (alternating which goes
-first), and the result adds the pairs' ratios (:func:`order_balanced`: the order within a pair moves them; give
-an even ``--runs``): the figure to judge a change by on a machine whose speed drifts by a third within an hour.
+first), and the result adds the pairs' ratios (:func:`order_balanced`: the order within a pair may move them;
+give an even ``--runs``): the figure to judge a change by on a machine whose speed drifts by a third within an hour.
 
 The machine is shared: the CPU figure moves less with other load than the
 wall-clock rate, which also counts the broker on the other core.
@@ -247,8 +247,9 @@ def order_balanced(ratios: list[float]) -> float:
     """The pairs' ratio, the order inside a pair cancelled out: the geometric mean of the geometric means of
     the pairs run in each order (pair ``i``: this code first when ``i`` is even).
 
-    Which worker of a pair runs first moves the ratio (three-pair runs gave 1.40, 1.03, 1.41: the median
-    took the order that ran twice). So each order counts half, however many pairs ran in it.
+    Which worker of a pair runs first may move the ratio (two three-pair runs each gave ~1.4, ~1.03, ~1.4,
+    the 1.03 with the old code first: a median took the order that ran twice). So each order counts half,
+    however many pairs ran in it.
 
     >>> round(order_balanced([1.44, 1.0, 1.44]), 3), order_balanced([1.21])
     (1.2, 1.21)
@@ -269,7 +270,7 @@ def _broker(settings: Settings, fresh: bool, log: Path) -> Iterator[str]:
         return
     from connectors.broker import EmbeddedBroker
 
-    with EmbeddedBroker(settings, log_path=log) as broker:  # (not published in the home: the pair's other one is separate)
+    with EmbeddedBroker(settings, log_path=log) as broker:  # (unpublished: a pair's other broker is its own)
         yield broker.bootstrap
 
 
