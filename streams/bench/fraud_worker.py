@@ -25,7 +25,7 @@ topics to their ends. Measured after the fact, as ``lepton bench`` does:
 * labels joined / missing from the worker's own ``/metrics``.
 
     python -m streams.bench.fraud_worker [FILE] [--rows 400000] [--label-delay-days 7] [--runs 3] [--json OUT]
-    python -m streams.bench.fraud_worker FILE --runs 3 --baseline-tree DIR   # old code (a git worktree) vs this
+    python -m streams.bench.fraud_worker FILE --runs 4 --baseline-tree DIR   # old code (a git worktree) vs this
 
 With ``--baseline-tree`` each run is a pair, the other checkout's worker and this one's (alternating which goes
 first), and the result adds the pairs' ratios (:func:`order_balanced`: the order within a pair may move them;
@@ -176,8 +176,8 @@ def run_once(settings: Settings, bootstrap: str, run: int, transactions: int, lo
 
 def run_bench(settings: Settings, source: str | None, rows: int, label_delay_days: float, runs: int,
               echo: Callable[[str], None] = print, baseline: Path | None = None) -> dict[str, Any]:
-    """``runs`` times: fill fresh topics (on the embedded broker, a fresh broker: it slows as it fills),
-    run a fresh worker over them; the result (medians and every run) as a dict.
+    """``runs`` times: fill fresh topics (on a fresh embedded broker, unless one is configured or running: a
+    broker slows as it fills), run a fresh worker over them; the result (medians and every run) as a dict.
 
     ``baseline`` (a checkout of other code, e.g. ``git worktree add DIR <commit>``): each run is a pair,
     that code's worker and this one's on topics filled alike, in alternating order, so that a change is
